@@ -1,0 +1,228 @@
+//! The loaded XDP object and typed access to its maps.
+//!
+//! Used by the XDP backend (with pins) and directly by the `BPF_PROG_TEST_RUN` tests and the
+//! benchmarks (without pins), so both exercise the same load path.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::Xdp,
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use pbxguard_common::{BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, Reason, maps};
+
+use super::{EnforceError, ReasonStats};
+
+/// The compiled XDP object, built by `build.rs` from the `pbxguard-ebpf` crate.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pbxguard"));
+
+/// How to load the program.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Pin (and re-use pinned) maps under `<dir>/maps/`; `None` loads private maps.
+    pub pin_dir: Option<PathBuf>,
+    /// Capacity of each ban map.
+    pub max_bans: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { pin_dir: None, max_bans: pbxguard_common::DEFAULT_MAX_BANS }
+    }
+}
+
+/// Where map `name` is pinned under `dir`.
+pub fn map_pin_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("maps").join(name)
+}
+
+/// The loaded (not yet attached) program and its maps.
+pub struct XdpProgram {
+    ebpf: Ebpf,
+    allow_v4: LpmTrie<MapData, [u8; 4], u32>,
+    allow_v6: LpmTrie<MapData, [u8; 16], u32>,
+    ban_v4: LpmTrie<MapData, [u8; 4], BanEntry>,
+    ban_v6: LpmTrie<MapData, [u8; 16], BanEntry>,
+    counters: PerCpuArray<MapData, Counter>,
+    max_bans: u32,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T, EnforceError> {
+    let map = ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() })?;
+    Ok(T::try_from(map)?)
+}
+
+fn v4_key(net: &Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn v6_key(net: &Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn key_v4_net(key: &Key<[u8; 4]>) -> IpNet {
+    let prefix = key.prefix_len() as u8;
+    IpNet::V4(Ipv4Net::new(key.data().into(), prefix.min(32)).expect("prefix clamped"))
+}
+
+fn key_v6_net(key: &Key<[u8; 16]>) -> IpNet {
+    let prefix = key.prefix_len() as u8;
+    IpNet::V6(Ipv6Net::new(key.data().into(), prefix.min(128)).expect("prefix clamped"))
+}
+
+/// Turns "no space" from the kernel into an actionable error.
+fn full(map: &'static str, capacity: u32) -> impl FnOnce(MapError) -> EnforceError {
+    move |e| match &e {
+        MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+            EnforceError::Full { map, capacity }
+        }
+        _ => EnforceError::Map(e),
+    }
+}
+
+impl XdpProgram {
+    /// Loads the object into the kernel (verifier included) with the given map sizes and pins.
+    pub fn load(options: &LoadOptions) -> Result<XdpProgram, EnforceError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(maps::BAN_V4, options.max_bans)
+            .map_max_entries(maps::BAN_V6, options.max_bans);
+        let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                let maps_dir = dir.join("maps");
+                std::fs::create_dir_all(&maps_dir).map_err(|e| EnforceError::Pin {
+                    path: maps_dir.clone(),
+                    message: e.to_string(),
+                })?;
+                maps::ALL.iter().map(|name| (*name, map_pin_path(dir, name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| MapError::InvalidName { name: PROGRAM_NAME.into() })?
+            .try_into()?;
+        program.load()?;
+        Ok(XdpProgram {
+            allow_v4: take(&mut ebpf, maps::ALLOW_V4)?,
+            allow_v6: take(&mut ebpf, maps::ALLOW_V6)?,
+            ban_v4: take(&mut ebpf, maps::BAN_V4)?,
+            ban_v6: take(&mut ebpf, maps::BAN_V6)?,
+            counters: take(&mut ebpf, maps::COUNTERS)?,
+            ebpf,
+            max_bans: options.max_bans,
+        })
+    }
+
+    /// The program, for attaching or `test_run`.
+    pub fn xdp(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("checked in load")
+    }
+
+    /// Inserts or replaces the ban on `net`.
+    pub fn insert_ban(&mut self, net: IpNet, entry: BanEntry) -> Result<(), EnforceError> {
+        let cap = self.max_bans;
+        match net {
+            IpNet::V4(n) => self.ban_v4.insert(&v4_key(&n), entry, 0).map_err(full(maps::BAN_V4, cap)),
+            IpNet::V6(n) => self.ban_v6.insert(&v6_key(&n), entry, 0).map_err(full(maps::BAN_V6, cap)),
+        }
+    }
+
+    /// Removes the ban on exactly `net`; absent is fine.
+    pub fn remove_ban(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        let result = match net {
+            IpNet::V4(n) => self.ban_v4.remove(&v4_key(&n)),
+            IpNet::V6(n) => self.ban_v6.remove(&v6_key(&n)),
+        };
+        ignore_missing(result)
+    }
+
+    /// Every ban in the maps with its entry.
+    pub fn bans(&self) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
+        let mut out = Vec::new();
+        for item in self.ban_v4.iter() {
+            let (key, value) = item?;
+            out.push((key_v4_net(&key), value));
+        }
+        for item in self.ban_v6.iter() {
+            let (key, value) = item?;
+            out.push((key_v6_net(&key), value));
+        }
+        Ok(out)
+    }
+
+    /// Adds `net` to the allowlist.
+    pub fn insert_allow(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        match net {
+            IpNet::V4(n) => self.allow_v4.insert(&v4_key(&n), 1, 0).map_err(full(maps::ALLOW_V4, DEFAULT_MAX_ALLOW)),
+            IpNet::V6(n) => self.allow_v6.insert(&v6_key(&n), 1, 0).map_err(full(maps::ALLOW_V6, DEFAULT_MAX_ALLOW)),
+        }
+    }
+
+    /// Removes `net` from the allowlist; absent is fine.
+    pub fn remove_allow(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        let result = match net {
+            IpNet::V4(n) => self.allow_v4.remove(&v4_key(&n)),
+            IpNet::V6(n) => self.allow_v6.remove(&v6_key(&n)),
+        };
+        ignore_missing(result)
+    }
+
+    /// Every allowlisted network in the maps.
+    pub fn allowlist(&self) -> Result<Vec<IpNet>, EnforceError> {
+        let mut out = Vec::new();
+        for key in self.allow_v4.keys() {
+            out.push(key_v4_net(&key?));
+        }
+        for key in self.allow_v6.keys() {
+            out.push(key_v6_net(&key?));
+        }
+        Ok(out)
+    }
+
+    /// Makes the allowlist exactly `nets`, adding before removing so nothing allowed is
+    /// ever briefly unprotected.
+    pub fn sync_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        for net in nets {
+            self.insert_allow(*net)?;
+        }
+        for old in self.allowlist()? {
+            if !nets.contains(&old) {
+                self.remove_allow(old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets and bytes per reason, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+        debug_assert!(Reason::ALL.len() as u32 <= COUNTER_SLOTS);
+        let mut out = Vec::new();
+        for reason in Reason::ALL {
+            let per_cpu = self.counters.get(&(reason as u32), 0)?;
+            let (packets, bytes) = per_cpu
+                .iter()
+                .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+            out.push(ReasonStats::new(reason, packets, bytes));
+        }
+        Ok(out)
+    }
+}
+
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), EnforceError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
