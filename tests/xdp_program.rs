@@ -30,20 +30,39 @@ const ATTACKER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 7);
 const PBX6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 
 fn program() -> XdpProgram {
-    XdpProgram::load(&LoadOptions { pin_dir: None, max_bans: 1024 }).expect("program loads (run as root)")
+    XdpProgram::load(&LoadOptions {
+        pin_dir: None,
+        max_bans: 1024,
+    })
+    .expect("program loads (run as root)")
 }
 
 fn run(program: &mut XdpProgram, frame: &[u8]) -> u32 {
-    let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
-    program.xdp().test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    };
+    program
+        .xdp()
+        .test_run(opts)
+        .expect("BPF_PROG_TEST_RUN")
+        .return_value
 }
 
 fn ban(program: &mut XdpProgram, net: &str) {
-    program.insert_ban(parse_net(net).unwrap(), BanEntry { expires_boot_ns: 0 }).unwrap();
+    program
+        .insert_ban(parse_net(net).unwrap(), BanEntry { expires_boot_ns: 0 })
+        .unwrap();
 }
 
 fn count(program: &XdpProgram, reason: &str) -> u64 {
-    program.counters().unwrap().iter().find(|r| r.reason == reason).unwrap().packets
+    program
+        .counters()
+        .unwrap()
+        .iter()
+        .find(|r| r.reason == reason)
+        .unwrap()
+        .packets
 }
 
 fn sip4(src: Ipv4Addr) -> Vec<u8> {
@@ -75,7 +94,13 @@ fn banned_v6_source_is_dropped() {
     ban(&mut p, "2001:db8:bad::/48");
     let frame = Frame::ethernet().udp6(ATTACKER6, PBX6, 5060, &[], b"OPTIONS");
     assert_eq!(run(&mut p, &frame), XDP_DROP);
-    let other = Frame::ethernet().udp6(Ipv6Addr::new(0x2001, 0xdb8, 0xcafe, 0, 0, 0, 0, 1), PBX6, 5060, &[], b"x");
+    let other = Frame::ethernet().udp6(
+        Ipv6Addr::new(0x2001, 0xdb8, 0xcafe, 0, 0, 0, 0, 1),
+        PBX6,
+        5060,
+        &[],
+        b"x",
+    );
     assert_eq!(run(&mut p, &other), XDP_PASS);
 }
 
@@ -93,11 +118,19 @@ fn v6_with_extension_headers_is_still_matched() {
 fn vlan_and_qinq_frames_are_parsed() {
     let mut p = program();
     ban(&mut p, "198.51.100.7");
-    let single = Frame::ethernet().vlan(0x8100, 42).udp4(ATTACKER, PBX, 5060, b"x");
-    let qinq = Frame::ethernet().vlan(0x88a8, 100).vlan(0x8100, 42).udp4(ATTACKER, PBX, 5060, b"x");
+    let single = Frame::ethernet()
+        .vlan(0x8100, 42)
+        .udp4(ATTACKER, PBX, 5060, b"x");
+    let qinq = Frame::ethernet()
+        .vlan(0x88a8, 100)
+        .vlan(0x8100, 42)
+        .udp4(ATTACKER, PBX, 5060, b"x");
     assert_eq!(run(&mut p, &single), XDP_DROP);
     assert_eq!(run(&mut p, &qinq), XDP_DROP);
-    let qinq_phone = Frame::ethernet().vlan(0x88a8, 100).vlan(0x8100, 42).udp4(PHONE, PBX, 5060, b"x");
+    let qinq_phone = Frame::ethernet()
+        .vlan(0x88a8, 100)
+        .vlan(0x8100, 42)
+        .udp4(PHONE, PBX, 5060, b"x");
     assert_eq!(run(&mut p, &qinq_phone), XDP_PASS);
 }
 
@@ -161,25 +194,44 @@ fn allowlisted_inside_banned_network_passes() {
     assert_eq!(run(&mut p, &sip4(PHONE)), XDP_PASS);
     assert_eq!(run(&mut p, &sip4(ATTACKER)), XDP_DROP);
     assert_eq!(count(&p, "allowlisted"), 1);
-    p.insert_allow(parse_net("2001:db8:bad::7").unwrap()).unwrap();
+    p.insert_allow(parse_net("2001:db8:bad::7").unwrap())
+        .unwrap();
     ban(&mut p, "2001:db8:bad::/48");
-    assert_eq!(run(&mut p, &Frame::ethernet().udp6(ATTACKER6, PBX6, 5060, &[], b"x")), XDP_PASS);
+    assert_eq!(
+        run(
+            &mut p,
+            &Frame::ethernet().udp6(ATTACKER6, PBX6, 5060, &[], b"x")
+        ),
+        XDP_PASS
+    );
 }
 
 #[test]
 fn expired_ban_passes_without_the_daemon() {
     let mut p = program();
     let net = parse_net("198.51.100.7").unwrap();
-    let past = BanEntry { expires_boot_ns: clock::boot_ns() - 1 };
+    let past = BanEntry {
+        expires_boot_ns: clock::boot_ns() - 1,
+    };
     p.insert_ban(net, past).unwrap();
     assert_eq!(run(&mut p, &sip4(ATTACKER)), XDP_PASS);
     assert_eq!(count(&p, "ban_expired"), 1);
 
     let soon = clock::expiry_to_boot_ns(Some(SystemTime::now() + Duration::from_millis(300)));
-    p.insert_ban(net, BanEntry { expires_boot_ns: soon }).unwrap();
+    p.insert_ban(
+        net,
+        BanEntry {
+            expires_boot_ns: soon,
+        },
+    )
+    .unwrap();
     assert_eq!(run(&mut p, &sip4(ATTACKER)), XDP_DROP);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(run(&mut p, &sip4(ATTACKER)), XDP_PASS, "ban ended on time in the kernel");
+    assert_eq!(
+        run(&mut p, &sip4(ATTACKER)),
+        XDP_PASS,
+        "ban ended on time in the kernel"
+    );
 }
 
 #[test]
@@ -198,10 +250,23 @@ fn unban_restores_traffic_and_bytes_are_counted() {
 
 #[test]
 fn ban_map_capacity_comes_from_options() {
-    let mut p = XdpProgram::load(&LoadOptions { pin_dir: None, max_bans: 4 }).unwrap();
+    let mut p = XdpProgram::load(&LoadOptions {
+        pin_dir: None,
+        max_bans: 4,
+    })
+    .unwrap();
     for i in 0..4 {
-        p.insert_ban(parse_net(&format!("203.0.113.{i}")).unwrap(), BanEntry { expires_boot_ns: 0 }).unwrap();
+        p.insert_ban(
+            parse_net(&format!("203.0.113.{i}")).unwrap(),
+            BanEntry { expires_boot_ns: 0 },
+        )
+        .unwrap();
     }
-    let err = p.insert_ban(parse_net("203.0.113.99").unwrap(), BanEntry { expires_boot_ns: 0 }).unwrap_err();
+    let err = p
+        .insert_ban(
+            parse_net("203.0.113.99").unwrap(),
+            BanEntry { expires_boot_ns: 0 },
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("max_entries"), "{err}");
 }

@@ -15,7 +15,9 @@ use aya_ebpf::{
     maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
-use pbxguard_common::{BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, Reason};
+use pbxguard_common::{
+    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, Reason,
+};
 
 use crate::parse::{Packet, Source};
 

@@ -99,7 +99,10 @@ fn parse_v4(ctx: &XdpContext, offset: usize) -> Option<Packet> {
     } else {
         None
     };
-    Some(Packet { source: Source::V4(source), transport })
+    Some(Packet {
+        source: Source::V4(source),
+        transport,
+    })
 }
 
 #[inline(always)]
@@ -151,7 +154,10 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
             _ => break,
         }
     }
-    Some(Packet { source: Source::V6(source), transport: transport_header })
+    Some(Packet {
+        source: Source::V6(source),
+        transport: transport_header,
+    })
 }
 
 #[inline(always)]

@@ -213,7 +213,10 @@ impl Config {
             ("daemon.bpffs", &self.daemon.bpffs),
         ] {
             if !path.is_absolute() {
-                return Err((key, format!("`{}` must be an absolute path", path.display())));
+                return Err((
+                    key,
+                    format!("`{}` must be an absolute path", path.display()),
+                ));
             }
         }
         Ok(())
@@ -222,7 +225,11 @@ impl Config {
 
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line of a dotted key in the document, if the key is written there.
@@ -287,7 +294,12 @@ mod tests {
 
     #[test]
     fn unknown_section_is_named() {
-        assert_error(&format!("{MINIMAL}[bans]\nx = 1\n"), 3, "bans", "unknown field `bans`");
+        assert_error(
+            &format!("{MINIMAL}[bans]\nx = 1\n"),
+            3,
+            "bans",
+            "unknown field `bans`",
+        );
     }
 
     #[test]
@@ -332,7 +344,12 @@ mod tests {
 
     #[test]
     fn out_of_range_capacity_is_named() {
-        assert_error(&format!("{MINIMAL}[ban]\nmax_entries = 0\n"), 4, "ban.max_entries", "1 to");
+        assert_error(
+            &format!("{MINIMAL}[ban]\nmax_entries = 0\n"),
+            4,
+            "ban.max_entries",
+            "1 to",
+        );
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! The data path is one-way: log line -> source -> matcher -> engine -> enforcer + store.
 //! See DESIGN.md for the map; each module's doc says why it exists.
 
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod enforce;
+pub mod engine;
+pub mod guard;
 pub mod store;
 pub mod units;

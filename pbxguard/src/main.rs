@@ -1,1 +1,20 @@
-fn main(){}
+//! Entry point: parse arguments, set up logging, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use pbxguard::cli::{self, Cli};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr (journald under systemd); command output goes to stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PBXGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    cli::main(cli).into()
+}

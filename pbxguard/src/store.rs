@@ -63,7 +63,9 @@ enum Entry {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The state directory or journal could not be created, read or written.
-    #[error("ban store {path}: {source}; check that the directory exists, is writable by pbxguard and the disk is not full")]
+    #[error(
+        "ban store {path}: {source}; check that the directory exists, is writable by pbxguard and the disk is not full"
+    )]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -92,7 +94,10 @@ pub struct Store {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Store {
@@ -116,9 +121,19 @@ impl Store {
             fs::copy(&path, &copy).map_err(io_err(&copy))?;
             damaged_copy = Some(copy);
         }
-        let bans: BTreeMap<_, _> = bans.into_iter().filter(|(_, b)| !b.is_expired(now)).collect();
+        let bans: BTreeMap<_, _> = bans
+            .into_iter()
+            .filter(|(_, b)| !b.is_expired(now))
+            .collect();
         let (journal, lines) = rewrite(dir, &bans)?;
-        Ok(Store { dir: dir.to_path_buf(), journal, bans, lines, damage, damaged_copy })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            journal,
+            bans,
+            lines,
+            damage,
+            damaged_copy,
+        })
     }
 
     /// Lines that could not be read when the store was opened (empty when healthy).
@@ -169,8 +184,12 @@ impl Store {
 
     /// Drops bans that ended before `now`; returns them so enforcers can forget them too.
     pub fn remove_expired(&mut self, now: SystemTime) -> Result<Vec<BanRecord>, StoreError> {
-        let expired: Vec<IpNet> =
-            self.bans.values().filter(|b| b.is_expired(now)).map(|b| b.net).collect();
+        let expired: Vec<IpNet> = self
+            .bans
+            .values()
+            .filter(|b| b.is_expired(now))
+            .map(|b| b.net)
+            .collect();
         let mut removed = Vec::with_capacity(expired.len());
         for net in expired {
             if let Some(ban) = self.remove(&net)? {
@@ -256,8 +275,13 @@ fn rewrite(dir: &Path, bans: &BTreeMap<IpNet, BanRecord>) -> Result<(File, usize
         file.sync_all().map_err(io_err(&tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    let journal = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    let journal = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     Ok((journal, bans.len()))
 }
 
@@ -287,7 +311,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), now()).unwrap();
         store.add(ban("198.51.100.7", None)).unwrap();
-        store.add(ban("2001:db8::/64", Some(now() + Duration::from_secs(60)))).unwrap();
+        store
+            .add(ban("2001:db8::/64", Some(now() + Duration::from_secs(60))))
+            .unwrap();
         store.add(ban("203.0.113.9", None)).unwrap();
         store.remove(&parse_net("203.0.113.9").unwrap()).unwrap();
         drop(store);
@@ -312,7 +338,9 @@ mod tests {
     fn expired_bans_are_dropped_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), now()).unwrap();
-        store.add(ban("198.51.100.7", Some(now() + Duration::from_secs(10)))).unwrap();
+        store
+            .add(ban("198.51.100.7", Some(now() + Duration::from_secs(10))))
+            .unwrap();
         drop(store);
         let store = Store::open(dir.path(), now() + Duration::from_secs(11)).unwrap();
         assert!(store.is_empty());
@@ -337,7 +365,11 @@ mod tests {
         assert_eq!(store.damage()[0].line, 2);
         assert!(store.damage()[0].problem.contains("truncated"));
         let copy = store.damaged_copy().unwrap();
-        assert_eq!(fs::read(copy).unwrap(), bytes, "damaged file is preserved as it was");
+        assert_eq!(
+            fs::read(copy).unwrap(),
+            bytes,
+            "damaged file is preserved as it was"
+        );
         drop(store);
         // The rewrite healed the journal.
         assert!(Store::open(dir.path(), now()).unwrap().damage().is_empty());
@@ -352,7 +384,11 @@ mod tests {
             l.push('\n');
             l
         };
-        let text = format!("{}\u{0}\u{ff}garbage\n{}", good("192.0.2.1"), good("192.0.2.2"));
+        let text = format!(
+            "{}\u{0}\u{ff}garbage\n{}",
+            good("192.0.2.1"),
+            good("192.0.2.2")
+        );
         fs::write(&path, text).unwrap();
         let store = Store::open(dir.path(), now()).unwrap();
         assert_eq!(store.len(), 2);
@@ -370,7 +406,10 @@ mod tests {
             store.remove(&net).unwrap();
         }
         store.add(ban("192.0.2.1", None)).unwrap();
-        let lines = fs::read_to_string(dir.path().join(JOURNAL)).unwrap().lines().count();
+        let lines = fs::read_to_string(dir.path().join(JOURNAL))
+            .unwrap()
+            .lines()
+            .count();
         assert!(lines < 1100, "journal has {lines} lines");
         drop(store);
         assert_eq!(Store::open(dir.path(), now()).unwrap().len(), 1);

@@ -16,9 +16,7 @@ pub enum UnitError {
     )]
     Net(String),
     /// Not a duration humantime understands.
-    #[error(
-        "`{0}` is not a duration (expected e.g. 90s, 10m, 1h, 7d, `1h 30m`, or `permanent`)"
-    )]
+    #[error("`{0}` is not a duration (expected e.g. 90s, 10m, 1h, 7d, `1h 30m`, or `permanent`)")]
     Duration(String),
 }
 
@@ -173,20 +171,40 @@ mod tests {
 
     #[test]
     fn address_becomes_host_network() {
-        assert_eq!(parse_net("198.51.100.7").unwrap().to_string(), "198.51.100.7/32");
-        assert_eq!(parse_net("2001:db8::1").unwrap().to_string(), "2001:db8::1/128");
+        assert_eq!(
+            parse_net("198.51.100.7").unwrap().to_string(),
+            "198.51.100.7/32"
+        );
+        assert_eq!(
+            parse_net("2001:db8::1").unwrap().to_string(),
+            "2001:db8::1/128"
+        );
         assert_eq!(parse_net(" 10.0.0.0/8 ").unwrap().to_string(), "10.0.0.0/8");
     }
 
     #[test]
     fn host_bits_are_cleared() {
-        assert_eq!(parse_net("198.51.100.7/24").unwrap().to_string(), "198.51.100.0/24");
-        assert_eq!(parse_net("2001:db8::77/64").unwrap().to_string(), "2001:db8::/64");
+        assert_eq!(
+            parse_net("198.51.100.7/24").unwrap().to_string(),
+            "198.51.100.0/24"
+        );
+        assert_eq!(
+            parse_net("2001:db8::77/64").unwrap().to_string(),
+            "2001:db8::/64"
+        );
     }
 
     #[test]
     fn bad_networks_are_rejected_with_examples() {
-        for bad in ["", "1.2.3", "1.2.3.4/33", "::1/129", "example.com", "1.2.3.4/", "1.2.3.4 5"] {
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "::1/129",
+            "example.com",
+            "1.2.3.4/",
+            "1.2.3.4 5",
+        ] {
             let err = parse_net(bad).unwrap_err();
             assert!(err.to_string().contains("203.0.113.5"), "{err}");
         }
@@ -203,7 +221,10 @@ mod tests {
         assert_eq!(secs("1h"), 3600);
         assert_eq!(secs("7d"), 7 * 86400);
         assert_eq!(secs("1h 30m"), 5400);
-        assert_eq!("permanent".parse::<BanDuration>().unwrap(), BanDuration::Permanent);
+        assert_eq!(
+            "permanent".parse::<BanDuration>().unwrap(),
+            BanDuration::Permanent
+        );
         assert!("soon".parse::<BanDuration>().is_err());
         assert!("-5m".parse::<BanDuration>().is_err());
         assert!("10x".parse::<BanDuration>().is_err());

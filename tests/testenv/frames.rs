@@ -14,7 +14,10 @@ pub struct Frame {
 impl Frame {
     /// An Ethernet frame, no VLAN tags yet.
     pub fn ethernet() -> Frame {
-        Frame { bytes: Vec::new(), vlans: Vec::new() }
+        Frame {
+            bytes: Vec::new(),
+            vlans: Vec::new(),
+        }
     }
 
     /// Adds a VLAN tag (TPID 0x8100 for 802.1Q, 0x88a8 for an 802.1ad outer tag).
@@ -51,7 +54,14 @@ impl Frame {
 
     /// A UDP/IPv6 datagram, optionally behind extension headers (each: next-header byte is
     /// filled in; `ext` lists header types 0, 43, 60 (8 bytes each) or 44 (fragment)).
-    pub fn udp6(self, src: Ipv6Addr, dst: Ipv6Addr, port: u16, ext: &[u8], payload: &[u8]) -> Vec<u8> {
+    pub fn udp6(
+        self,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        port: u16,
+        ext: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut out = self.header(0x86DD);
         let mut chain = Vec::new();
         for (i, &kind) in ext.iter().enumerate() {

@@ -19,7 +19,10 @@ pub fn is_bpffs(path: &Path) -> bool {
 
 /// Creates `dir` and mounts bpffs on it unless it (or its parent mount) already is one.
 pub fn ensure(dir: &Path) -> Result<(), EnforceError> {
-    let pin_err = |message: String| EnforceError::Pin { path: dir.to_path_buf(), message };
+    let pin_err = |message: String| EnforceError::Pin {
+        path: dir.to_path_buf(),
+        message,
+    };
     // Under an existing bpffs (e.g. /sys/fs/bpf/pbxguard) a plain mkdir is enough.
     if let Some(parent) = dir.parent()
         && is_bpffs(parent)
@@ -33,8 +36,18 @@ pub fn ensure(dir: &Path) -> Result<(), EnforceError> {
     if is_bpffs(dir) {
         return Ok(());
     }
-    mount(Some("bpf"), dir, Some("bpf"), MsFlags::empty(), Some("mode=0700")).map_err(|e| {
-        pin_err(format!("cannot mount bpffs there ({e}); mount it yourself: mount -t bpf bpf {}", dir.display()))
+    mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .map_err(|e| {
+        pin_err(format!(
+            "cannot mount bpffs there ({e}); mount it yourself: mount -t bpf bpf {}",
+            dir.display()
+        ))
     })?;
     tracing::info!(dir = %dir.display(), "mounted bpffs for pinned XDP state");
     Ok(())

@@ -18,7 +18,9 @@ pub fn boot_ns() -> u64 {
 pub fn expiry_to_boot_ns(expires: Option<SystemTime>) -> u64 {
     let Some(expires) = expires else { return 0 };
     match expires.duration_since(SystemTime::now()) {
-        Ok(left) => boot_ns().saturating_add(left.as_nanos().min(u64::MAX as u128) as u64).max(1),
+        Ok(left) => boot_ns()
+            .saturating_add(left.as_nanos().min(u64::MAX as u128) as u64)
+            .max(1),
         Err(_) => 1,
     }
 }
@@ -39,6 +41,9 @@ mod tests {
     fn future_expiry_is_ahead_of_boot_clock() {
         let at = expiry_to_boot_ns(Some(SystemTime::now() + Duration::from_secs(60)));
         let now = boot_ns();
-        assert!(at > now + 59_000_000_000 && at <= now + 60_000_000_000, "{at} vs {now}");
+        assert!(
+            at > now + 59_000_000_000 && at <= now + 60_000_000_000,
+            "{at} vs {now}"
+        );
     }
 }

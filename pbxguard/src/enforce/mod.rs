@@ -18,7 +18,9 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
     /// Loading the eBPF object into the kernel failed.
-    #[error("cannot load the XDP program: {0}; pbxguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BPF LPM tries (5.x or newer)")]
+    #[error(
+        "cannot load the XDP program: {0}; pbxguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BPF LPM tries (5.x or newer)"
+    )]
     Load(#[from] aya::EbpfError),
     /// A program-level operation failed (load, attach, replace).
     #[error("XDP program: {0}")]

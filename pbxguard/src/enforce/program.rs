@@ -11,7 +11,9 @@ use aya::{
     programs::Xdp,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use pbxguard_common::{BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, Reason, maps};
+use pbxguard_common::{
+    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, Reason, maps,
+};
 
 use super::{EnforceError, ReasonStats};
 
@@ -29,7 +31,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { pin_dir: None, max_bans: pbxguard_common::DEFAULT_MAX_BANS }
+        Self {
+            pin_dir: None,
+            max_bans: pbxguard_common::DEFAULT_MAX_BANS,
+        }
     }
 }
 
@@ -49,8 +54,13 @@ pub struct XdpProgram {
     max_bans: u32,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T, EnforceError> {
-    let map = ebpf.take_map(name).ok_or_else(|| MapError::InvalidName { name: name.to_string() })?;
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, EnforceError> {
+    let map = ebpf.take_map(name).ok_or_else(|| MapError::InvalidName {
+        name: name.to_string(),
+    })?;
     Ok(T::try_from(map)?)
 }
 
@@ -96,7 +106,10 @@ impl XdpProgram {
                     path: maps_dir.clone(),
                     message: e.to_string(),
                 })?;
-                maps::ALL.iter().map(|name| (*name, map_pin_path(dir, name))).collect()
+                maps::ALL
+                    .iter()
+                    .map(|name| (*name, map_pin_path(dir, name)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -106,7 +119,9 @@ impl XdpProgram {
         let mut ebpf = loader.load(OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| MapError::InvalidName { name: PROGRAM_NAME.into() })?
+            .ok_or_else(|| MapError::InvalidName {
+                name: PROGRAM_NAME.into(),
+            })?
             .try_into()?;
         program.load()?;
         Ok(XdpProgram {
@@ -132,8 +147,14 @@ impl XdpProgram {
     pub fn insert_ban(&mut self, net: IpNet, entry: BanEntry) -> Result<(), EnforceError> {
         let cap = self.max_bans;
         match net {
-            IpNet::V4(n) => self.ban_v4.insert(&v4_key(&n), entry, 0).map_err(full(maps::BAN_V4, cap)),
-            IpNet::V6(n) => self.ban_v6.insert(&v6_key(&n), entry, 0).map_err(full(maps::BAN_V6, cap)),
+            IpNet::V4(n) => self
+                .ban_v4
+                .insert(&v4_key(&n), entry, 0)
+                .map_err(full(maps::BAN_V4, cap)),
+            IpNet::V6(n) => self
+                .ban_v6
+                .insert(&v6_key(&n), entry, 0)
+                .map_err(full(maps::BAN_V6, cap)),
         }
     }
 
@@ -163,8 +184,14 @@ impl XdpProgram {
     /// Adds `net` to the allowlist.
     pub fn insert_allow(&mut self, net: IpNet) -> Result<(), EnforceError> {
         match net {
-            IpNet::V4(n) => self.allow_v4.insert(&v4_key(&n), 1, 0).map_err(full(maps::ALLOW_V4, DEFAULT_MAX_ALLOW)),
-            IpNet::V6(n) => self.allow_v6.insert(&v6_key(&n), 1, 0).map_err(full(maps::ALLOW_V6, DEFAULT_MAX_ALLOW)),
+            IpNet::V4(n) => self
+                .allow_v4
+                .insert(&v4_key(&n), 1, 0)
+                .map_err(full(maps::ALLOW_V4, DEFAULT_MAX_ALLOW)),
+            IpNet::V6(n) => self
+                .allow_v6
+                .insert(&v6_key(&n), 1, 0)
+                .map_err(full(maps::ALLOW_V6, DEFAULT_MAX_ALLOW)),
         }
     }
 

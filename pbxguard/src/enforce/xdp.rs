@@ -76,24 +76,34 @@ pub struct XdpEnforcer {
 /// Pin of the link on `interface` in `mode`: the mode is part of the name so a restart
 /// knows how the surviving link was attached.
 fn link_pin(dir: &Path, interface: &str, mode: AttachMode) -> PathBuf {
-    dir.join("links").join(format!("{interface}@{}", mode.name()))
+    dir.join("links")
+        .join(format!("{interface}@{}", mode.name()))
 }
 
 /// Existing link pins: (interface, mode, path).
 fn pinned_links(dir: &Path) -> Vec<(String, AttachMode, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir.join("links")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir.join("links")) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
             let (interface, mode) = name.rsplit_once('@')?;
-            Some((interface.to_string(), AttachMode::from_name(mode)?, entry.path()))
+            Some((
+                interface.to_string(),
+                AttachMode::from_name(mode)?,
+                entry.path(),
+            ))
         })
         .collect()
 }
 
 fn pin_error(path: &Path, e: impl std::fmt::Display) -> EnforceError {
-    EnforceError::Pin { path: path.to_path_buf(), message: e.to_string() }
+    EnforceError::Pin {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 impl XdpEnforcer {
@@ -137,12 +147,17 @@ impl XdpEnforcer {
                         tracing::info!(interface = %iface, "removing link pinned in another mode");
                         let _ = std::fs::remove_file(path);
                     }
-                    let (link, mode) = attach(&mut program, name, config.enforce.xdp_mode, &pin_dir)?;
+                    let (link, mode) =
+                        attach(&mut program, name, config.enforce.xdp_mode, &pin_dir)?;
                     tracing::info!(interface = %name, mode = mode.name(), "attached XDP program");
                     (link, mode)
                 }
             };
-            interfaces.push(InterfaceStatus { name: name.clone(), mode: mode.name().into(), pinned: true });
+            interfaces.push(InterfaceStatus {
+                name: name.clone(),
+                mode: mode.name().into(),
+                pinned: true,
+            });
             links.push(link);
         }
         // Interfaces removed from the config: detach by removing their pins.
@@ -156,8 +171,16 @@ impl XdpEnforcer {
         if prog_pin.exists() {
             std::fs::remove_file(&prog_pin).map_err(|e| pin_error(&prog_pin, e))?;
         }
-        program.xdp().pin(&prog_pin).map_err(|e| pin_error(&prog_pin, e))?;
-        Ok(XdpEnforcer { program, pin_dir, interfaces, _links: links })
+        program
+            .xdp()
+            .pin(&prog_pin)
+            .map_err(|e| pin_error(&prog_pin, e))?;
+        Ok(XdpEnforcer {
+            program,
+            pin_dir,
+            interfaces,
+            _links: links,
+        })
     }
 
     /// The loaded program, for tests and benchmarks that inspect maps directly.
@@ -199,7 +222,8 @@ fn attach(
                 })?;
                 let path = link_pin(pin_dir, interface, mode);
                 let pinned = fd_link.pin(&path).map_err(|e| pin_error(&path, e))?;
-                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_error(&path, e))?;
+                let link =
+                    XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_error(&path, e))?;
                 return Ok((link, mode));
             }
             Err(e) => {
@@ -243,7 +267,9 @@ impl Enforcer for XdpEnforcer {
     }
 
     fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError> {
-        let entry = BanEntry { expires_boot_ns: clock::expiry_to_boot_ns(expires) };
+        let entry = BanEntry {
+            expires_boot_ns: clock::expiry_to_boot_ns(expires),
+        };
         self.program.insert_ban(net, entry)
     }
 
@@ -252,7 +278,12 @@ impl Enforcer for XdpEnforcer {
     }
 
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
-        Ok(self.program.bans()?.into_iter().map(|(net, _)| net).collect())
+        Ok(self
+            .program
+            .bans()?
+            .into_iter()
+            .map(|(net, _)| net)
+            .collect())
     }
 
     fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
@@ -271,7 +302,11 @@ impl Enforcer for XdpEnforcer {
             std::fs::remove_file(&path).map_err(|e| pin_error(&path, e))?;
         }
         let mut paths = vec![dir.join("prog")];
-        paths.extend(pbxguard_common::maps::ALL.iter().map(|m| super::program::map_pin_path(&dir, m)));
+        paths.extend(
+            pbxguard_common::maps::ALL
+                .iter()
+                .map(|m| super::program::map_pin_path(&dir, m)),
+        );
         for path in paths {
             if path.exists() {
                 std::fs::remove_file(&path).map_err(|e| pin_error(&path, e))?;

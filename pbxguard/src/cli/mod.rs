@@ -1,0 +1,194 @@
+//! The command line: argument definitions and dispatch. Each command is a thin client of
+//! the control socket, except `run` (the daemon) and `check-config` (offline).
+
+mod output;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::{
+    config::{self, Config},
+    control::{self, ClientError, Request},
+    daemon,
+};
+
+/// Exit codes scripts can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done.
+    Success = 0,
+    /// The request failed (refused ban, bad argument, I/O error).
+    Failure = 1,
+    /// The config file is invalid.
+    BadConfig = 2,
+    /// No daemon listens on the control socket.
+    NoDaemon = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// pbxguard bans SIP brute force, extension scans and toll-fraud attempts at the XDP hook,
+/// before the kernel's network stack or the PBX sees the packets.
+#[derive(Debug, Parser)]
+#[command(name = "pbxguard", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short, global = true, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Control socket of the running daemon (default: [daemon] socket from the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd runs this).
+    Run {
+        /// Detach the XDP program and stop enforcing on exit (default: keep enforcing).
+        #[arg(long)]
+        detach_on_exit: bool,
+    },
+    /// Show backend, interfaces and XDP mode, ban count and uptime.
+    Status(JsonFlag),
+    /// List, add and remove bans.
+    #[command(subcommand)]
+    Bans(BansCommand),
+    /// Show packets and bytes per verdict reason.
+    Stats(JsonFlag),
+    /// Validate a config file; exits non-zero and names the file, line and key on error.
+    CheckConfig,
+}
+
+/// `--json` for machine-readable output.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pbxguard bans ...`
+#[derive(Debug, Subcommand)]
+pub enum BansCommand {
+    /// List active bans: net, reason, source, created, expires.
+    List(JsonFlag),
+    /// Ban an address or CIDR network (IPv4 or IPv6).
+    Add {
+        /// Address or network, e.g. 198.51.100.7 or 2001:db8:bad::/48.
+        net: String,
+        /// How long: 90s, 10m, 1h, 7d or `permanent` (default: [ban] default_duration).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why, shown in `bans list`.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Lift the ban on exactly this address or network.
+    Del {
+        /// Address or network as listed by `bans list`.
+        net: String,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn main(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Run { detach_on_exit } => {
+            match daemon::run(daemon::RunOptions {
+                config: cli.config,
+                detach_on_exit,
+            }) {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("pbxguard: {e:#}");
+                    if e.downcast_ref::<config::ConfigError>().is_some() {
+                        Exit::BadConfig
+                    } else {
+                        Exit::Failure
+                    }
+                }
+            }
+        }
+        Command::CheckConfig => match Config::load(&cli.config) {
+            Ok(_) => {
+                println!("{}: OK", cli.config.display());
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Exit::BadConfig
+            }
+        },
+        Command::Status(flag) => client(&cli.config, cli.socket, Request::Status, |data| {
+            output::status(data, flag.json)
+        }),
+        Command::Stats(flag) => client(&cli.config, cli.socket, Request::Stats, |data| {
+            output::stats(data, flag.json)
+        }),
+        Command::Bans(BansCommand::List(flag)) => {
+            client(&cli.config, cli.socket, Request::ListBans, |data| {
+                output::bans(data, flag.json)
+            })
+        }
+        Command::Bans(BansCommand::Add {
+            net,
+            duration,
+            reason,
+        }) => client(
+            &cli.config,
+            cli.socket,
+            Request::AddBan {
+                net,
+                duration,
+                reason,
+            },
+            |data| output::ban_added(data),
+        ),
+        Command::Bans(BansCommand::Del { net }) => {
+            client(&cli.config, cli.socket, Request::DelBan { net }, |data| {
+                output::ban_removed(data)
+            })
+        }
+    }
+}
+
+/// The socket to talk to: `--socket`, else the config's, else the default.
+fn socket_path(config: &Path, flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| Config::load(config).ok().map(|c| c.daemon.socket))
+        .unwrap_or_else(|| config::DaemonConfig::default().socket)
+}
+
+fn client(
+    config: &Path,
+    socket: Option<PathBuf>,
+    request: Request,
+    show: impl FnOnce(&Value) -> String,
+) -> Exit {
+    let socket = socket_path(config, socket);
+    match control::request(&socket, &request) {
+        Ok(data) => {
+            print!("{}", show(&data));
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("pbxguard: {e}");
+            match e {
+                ClientError::NoDaemon { .. } => Exit::NoDaemon,
+                _ => Exit::Failure,
+            }
+        }
+    }
+}

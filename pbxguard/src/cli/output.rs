@@ -1,0 +1,174 @@
+//! Human and JSON renderings of daemon answers. Tables follow what admins know from
+//! `cscli decisions list` and `fail2ban-client status`.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+fn json(data: &Value) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(data).expect("values serialize")
+    )
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+/// Replaces control characters so hostile text (reasons come from logs) cannot rewrite
+/// the admin's terminal.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn remaining(expires: &str) -> String {
+    match humantime::parse_rfc3339_weak(expires) {
+        Ok(t) => match t.duration_since(SystemTime::now()) {
+            Ok(left) => format!(
+                "{expires} (in {})",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            ),
+            Err(_) => format!("{expires} (ended)"),
+        },
+        Err(_) => expires.to_string(),
+    }
+}
+
+/// `pbxguard status`
+pub fn status(data: &Value, as_json: bool) -> String {
+    if as_json {
+        return json(data);
+    }
+    let uptime = humantime::format_duration(Duration::from_secs(num(data, "uptime_secs")));
+    let mut out = format!(
+        "pbxguard {}: running, backend {}, up {uptime}\n",
+        text(data, "version"),
+        text(data, "backend")
+    );
+    let interfaces: Vec<String> = data["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let pinned = if i["pinned"].as_bool() == Some(true) {
+                ", pinned"
+            } else {
+                ""
+            };
+            format!("{} ({}{pinned})", text(i, "name"), text(i, "mode"))
+        })
+        .collect();
+    out.push_str(&format!("interfaces: {}\n", interfaces.join(", ")));
+    out.push_str(&format!(
+        "bans: {} active\nallowlist: {} networks\n",
+        num(data, "bans"),
+        num(data, "allowlisted")
+    ));
+    for damage in data["store_damage"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "warning: ban journal line {} was damaged and skipped: {}\n",
+            num(damage, "line"),
+            text(damage, "problem")
+        ));
+    }
+    out
+}
+
+/// `pbxguard bans list`
+pub fn bans(data: &Value, as_json: bool) -> String {
+    if as_json {
+        return json(data);
+    }
+    let rows: Vec<Vec<String>> = data
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            vec![
+                text(b, "net").to_string(),
+                clean(text(b, "reason")),
+                clean(text(b, "source")),
+                text(b, "created").to_string(),
+                b["expires"]
+                    .as_str()
+                    .map(remaining)
+                    .unwrap_or_else(|| "permanent".into()),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no active bans\n".into();
+    }
+    table(&["NET", "REASON", "SOURCE", "CREATED", "EXPIRES"], &rows)
+}
+
+/// `pbxguard bans add`
+pub fn ban_added(data: &Value) -> String {
+    let until = data["expires"]
+        .as_str()
+        .map(remaining)
+        .unwrap_or_else(|| "permanently".into());
+    format!("banned {} until {until}\n", text(data, "net"))
+        .replace("until permanently", "permanently")
+}
+
+/// `pbxguard bans del`
+pub fn ban_removed(data: &Value) -> String {
+    format!("unbanned {}\n", text(data, "net"))
+}
+
+/// `pbxguard stats`
+pub fn stats(data: &Value, as_json: bool) -> String {
+    if as_json {
+        return json(data);
+    }
+    let rows: Vec<Vec<String>> = data
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(r, "reason").to_string(),
+                text(r, "action").to_string(),
+                num(r, "packets").to_string(),
+                num(r, "bytes").to_string(),
+            ]
+        })
+        .collect();
+    table(&["REASON", "ACTION", "PACKETS", "BYTES"], &rows)
+}

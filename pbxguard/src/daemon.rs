@@ -1,0 +1,138 @@
+//! `pbxguard run`: wires config, store, enforcer, engine and control socket together and
+//! runs until SIGTERM/SIGINT. SIGHUP re-reads the config (a bad one is rejected and the
+//! running config stays).
+
+use std::{
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use nix::sys::stat::{Mode, umask};
+use tokio::{
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{config::Config, control, enforce::xdp::XdpEnforcer, engine::Engine, store::Store};
+
+/// How often ended bans are swept from the store (the XDP program already ignores them).
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The config file.
+    pub config: PathBuf,
+    /// Detach the program on exit even if the config says otherwise.
+    pub detach_on_exit: bool,
+}
+
+/// Runs the daemon to completion.
+pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: RunOptions) -> anyhow::Result<()> {
+    let config = Config::load(&options.config)?;
+    let detach = options.detach_on_exit || config.daemon.detach_on_exit;
+
+    let store = Store::open(&config.daemon.state_dir, SystemTime::now())?;
+    for damage in store.damage() {
+        tracing::error!(line = damage.line, problem = %damage.problem,
+            copy = ?store.damaged_copy(), "ban journal damaged; the readable bans were kept");
+    }
+    let enforcer = XdpEnforcer::start(&config)?;
+    let socket = config.daemon.socket.clone();
+    let engine = Arc::new(Mutex::new(Engine::start(
+        config,
+        store,
+        Box::new(enforcer),
+    )?));
+    let listener = bind_socket(&socket)?;
+    {
+        let status = engine.lock().expect("not poisoned yet").status();
+        tracing::info!(backend = status.backend, interfaces = ?status.interfaces.iter().map(|i| format!("{}:{}", i.name, i.mode)).collect::<Vec<_>>(),
+            bans = status.bans, socket = %socket.display(), "pbxguard ready");
+    }
+    let server = tokio::spawn(control::serve(listener, engine.clone()));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&engine, &options.config),
+            _ = sweep.tick() => {
+                let engine = engine.clone();
+                let swept = tokio::task::spawn_blocking(move || {
+                    engine.lock().unwrap_or_else(|p| p.into_inner()).expire(SystemTime::now())
+                }).await?;
+                if let Err(e) = swept {
+                    tracing::error!(error = %e, "sweeping expired bans failed");
+                }
+            }
+        }
+    }
+    tracing::info!(detach, "stopping");
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    let engine = Arc::into_inner(engine).map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
+    if let Some(engine) = engine {
+        engine.shutdown(detach)?;
+    }
+    Ok(())
+}
+
+fn reload(engine: &Mutex<Engine>, path: &Path) {
+    match Config::load(path) {
+        Ok(config) => {
+            let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+            match engine.reload(config) {
+                Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload failed; the running config stays")
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "config reload rejected; the running config stays"),
+    }
+}
+
+/// Binds the control socket root-only, refusing to steal it from a running daemon.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another pbxguard daemon is already running on {}; stop it first",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    umask(old);
+    let listener =
+        listener.with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
