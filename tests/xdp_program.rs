@@ -1,8 +1,7 @@
 //! The XDP program run by the kernel on crafted frames (BPF_PROG_TEST_RUN): real verifier,
 //! real maps, real verdicts. Needs root (CAP_BPF); touches no interface.
 
-#[path = "testenv/frames.rs"]
-mod frames;
+mod testenv;
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -10,7 +9,6 @@ use std::{
 };
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use frames::Frame;
 use pbxguard::{
     enforce::{
         clock,
@@ -19,6 +17,7 @@ use pbxguard::{
     units::parse_net,
 };
 use pbxguard_common::BanEntry;
+use testenv::frames::Frame;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

@@ -15,6 +15,7 @@ use crate::{
     config::{self, Config},
     control::{self, ClientError, Request},
     daemon,
+    units::{BanDuration, parse_net},
 };
 
 /// Exit codes scripts can rely on.
@@ -147,16 +148,26 @@ pub fn main(cli: Cli) -> Exit {
             net,
             duration,
             reason,
-        }) => client(
-            &cli.config,
-            cli.socket,
-            Request::AddBan {
+        }) => {
+            // Catch typos before contacting the daemon, so they are reported even when it is down.
+            let checked = parse_net(&net).map(drop).and_then(|()| {
+                duration
+                    .as_deref()
+                    .map(str::parse::<BanDuration>)
+                    .transpose()
+                    .map(drop)
+            });
+            if let Err(e) = checked {
+                eprintln!("pbxguard: {e}");
+                return Exit::Failure;
+            }
+            let request = Request::AddBan {
                 net,
                 duration,
                 reason,
-            },
-            |data| output::ban_added(data),
-        ),
+            };
+            client(&cli.config, cli.socket, request, output::ban_added)
+        }
         Command::Bans(BansCommand::Del { net }) => {
             client(&cli.config, cli.socket, Request::DelBan { net }, |data| {
                 output::ban_removed(data)

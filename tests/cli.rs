@@ -1,0 +1,88 @@
+//! The command line without a daemon: config checking and error messages.
+
+mod testenv;
+
+use std::process::Command;
+
+use testenv::pbxguard_bin;
+
+fn pbxguard(args: &[&str]) -> std::process::Output {
+    Command::new(pbxguard_bin()).args(args).output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/pbxguard.toml");
+    let out = pbxguard(&["check-config", "--config", example]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[enforce]\ninterfaces = [\"eth0\"]\n\n[ban]\nmax_entries = -3\n",
+    )
+    .unwrap();
+    let out = pbxguard(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:5: key `ban.max_entries`:", path.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_reports_a_missing_file() {
+    let out = pbxguard(&["check-config", "--config", "/nonexistent/pbxguard.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pbxguard.toml: cannot read")
+    );
+}
+
+#[test]
+fn no_daemon_is_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    for args in [
+        &["status"][..],
+        &["bans", "list"],
+        &["stats", "--json"],
+        &["bans", "add", "192.0.2.1"],
+    ] {
+        let mut full = vec!["--socket", socket.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let out = pbxguard(&full);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("not running"), "{err}");
+    }
+}
+
+#[test]
+fn bad_ban_arguments_are_explained_without_a_daemon() {
+    let out = pbxguard(&["--socket", "/nonexistent.sock", "bans", "add", "10.0.0.300"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an IP address or CIDR"));
+    let out = pbxguard(&[
+        "--socket",
+        "/nonexistent.sock",
+        "bans",
+        "add",
+        "10.0.0.3",
+        "--for",
+        "ages",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a duration"));
+}

@@ -1,0 +1,254 @@
+//! The daemon end to end, in network namespaces this test creates: real XDP on a veth,
+//! real UDP packets, the real CLI. Needs root.
+
+mod testenv;
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use testenv::{ATTACKER, ATTACKER6, Daemon, Lab, PBX, PBX6, PHONE, PHONE6};
+
+const N: usize = 20;
+
+fn v4(lab: &Lab) -> Vec<usize> {
+    lab.deliveries(
+        &[IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)],
+        IpAddr::V4(PBX),
+        N,
+    )
+}
+
+#[test]
+fn ban_drops_only_the_banned_source_and_del_restores_it() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "");
+    assert!(lab.xdp_attached());
+    assert_eq!(v4(&lab), [N, N], "before any ban both sources arrive");
+
+    let out = daemon.cli_ok(&[
+        "bans",
+        "add",
+        &ATTACKER.to_string(),
+        "--reason",
+        "brute force",
+    ]);
+    assert!(out.contains(&format!("banned {ATTACKER}/32")), "{out}");
+    assert_eq!(v4(&lab), [0, N], "banned source dropped, phone untouched");
+    assert!(daemon.packets("banned") >= N as u64, "counters say why");
+
+    daemon.cli_ok(&["bans", "del", &ATTACKER.to_string()]);
+    assert_eq!(v4(&lab), [N, N], "unban restores traffic");
+    let out = daemon.cli(&["bans", "del", &ATTACKER.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not banned"));
+}
+
+#[test]
+fn ipv6_and_cidr_bans_drop() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "");
+    let sources = [IpAddr::V6(ATTACKER6), IpAddr::V6(PHONE6)];
+    assert_eq!(lab.deliveries(&sources, IpAddr::V6(PBX6), N), [N, N]);
+    daemon.cli_ok(&["bans", "add", &format!("{ATTACKER6}/127")]);
+    assert_eq!(lab.deliveries(&sources, IpAddr::V6(PBX6), N), [0, N]);
+    let list = daemon.json(&["bans", "list"]);
+    assert_eq!(list[0]["net"], "fd00:77::66/127");
+}
+
+#[test]
+fn bans_list_json_is_the_documented_contract() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&[
+        "bans",
+        "add",
+        "198.51.100.7",
+        "--for",
+        "10m",
+        "--reason",
+        "scan",
+    ]);
+    daemon.cli_ok(&["bans", "add", "203.0.113.0/24", "--for", "permanent"]);
+    let list = daemon.json(&["bans", "list"]);
+    let bans = list.as_array().unwrap();
+    assert_eq!(bans.len(), 2);
+    let timed = bans.iter().find(|b| b["net"] == "198.51.100.7/32").unwrap();
+    assert_eq!(timed["reason"], "scan");
+    assert_eq!(timed["source"], "manual");
+    let created = humantime::parse_rfc3339(timed["created"].as_str().unwrap()).unwrap();
+    let expires = humantime::parse_rfc3339(timed["expires"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        expires.duration_since(created).unwrap(),
+        Duration::from_secs(600)
+    );
+    let permanent = bans.iter().find(|b| b["net"] == "203.0.113.0/24").unwrap();
+    assert!(permanent["expires"].is_null());
+
+    let table = daemon.cli_ok(&["bans", "list"]);
+    assert!(table.starts_with("NET"), "{table}");
+    assert!(table.contains("permanent"), "{table}");
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["backend"], "xdp");
+    assert_eq!(status["bans"], 2);
+    assert_eq!(status["interfaces"][0]["name"], testenv::INSIDE_IF);
+    assert!(["native", "generic"].contains(&status["interfaces"][0]["mode"].as_str().unwrap()));
+}
+
+#[test]
+fn ban_survives_kill9_and_restart() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string(), "--for", "1h"]);
+    let before = daemon.json(&["bans", "list"]);
+
+    daemon.kill9();
+    assert!(lab.xdp_attached(), "pinned link keeps the program attached");
+    assert_eq!(
+        v4(&lab),
+        [0, N],
+        "the ban still drops with no daemon running"
+    );
+    let out = daemon.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not running"), "{err}");
+
+    daemon.launch(&[]);
+    assert_eq!(
+        daemon.json(&["bans", "list"]),
+        before,
+        "bans list intact after restart"
+    );
+    assert_eq!(v4(&lab), [0, N]);
+    assert!(
+        daemon
+            .log_text()
+            .contains("swapped new program into pinned link")
+    );
+}
+
+#[test]
+fn reboot_restores_bans_from_the_store() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.cli_ok(&["bans", "add", "2001:db8:bad::/48", "--for", "permanent"]);
+    daemon.reboot();
+    assert!(
+        lab.xdp_detaches(),
+        "with bpffs gone nothing is attached, as after a reboot"
+    );
+    assert_eq!(v4(&lab), [N, N]);
+
+    daemon.launch(&[]);
+    assert_eq!(v4(&lab), [0, N], "the ban is enforced again");
+    let list = daemon.json(&["bans", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn sigterm_keeps_enforcing_unless_asked_to_detach() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.terminate();
+    assert!(!daemon.socket.exists(), "socket removed on clean exit");
+    assert_eq!(v4(&lab), [0, N], "still enforced after a clean stop");
+
+    daemon.launch(&["--detach-on-exit"]);
+    daemon.terminate();
+    assert!(lab.xdp_detaches(), "detached on request");
+    assert_eq!(v4(&lab), [N, N]);
+}
+
+#[test]
+fn expired_ban_ends_and_is_forgotten() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string(), "--for", "2s"]);
+    assert_eq!(v4(&lab), [0, N]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !daemon
+        .json(&["bans", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "ban never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(v4(&lab), [N, N]);
+}
+
+#[test]
+fn owner_and_allowlist_are_never_banned() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, &format!("[allow]\nnetworks = [\"{PHONE}\"]\n"));
+    for (net, why) in [
+        (PHONE.to_string(), "allowlisted network"),
+        (PBX.to_string(), "an address of this host"),
+        ("10.77.0.0/16".to_string(), "an address of this host"),
+        ("127.0.0.1".to_string(), "loopback"),
+    ] {
+        let out = daemon.cli(&["bans", "add", &net]);
+        assert_eq!(out.status.code(), Some(1), "{net}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("refusing to ban") && err.contains(why),
+            "{net}: {err}"
+        );
+    }
+    assert!(
+        daemon
+            .json(&["bans", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // An allowlisted phone inside a banned network keeps working.
+    daemon.cli_ok(&["bans", "add", "10.77.0.64/26"]);
+    assert_eq!(v4(&lab), [0, N]);
+    assert!(daemon.packets("allowlisted") >= N as u64);
+}
+
+#[test]
+fn damaged_journal_is_reported_and_the_rest_restored() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.cli_ok(&["bans", "add", "198.51.100.9"]);
+    daemon.kill9();
+    // A torn write: the last entry is cut in half.
+    let journal = daemon.journal();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.truncate(bytes.len() - 15);
+    std::fs::write(&journal, bytes).unwrap();
+
+    daemon.launch(&[]);
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["store_damage"][0]["line"], 2, "{status}");
+    assert!(daemon.cli_ok(&["status"]).contains("damaged"));
+    assert_eq!(status["bans"], 1);
+    assert_eq!(v4(&lab), [0, N], "the readable ban is enforced");
+}
+
+#[test]
+fn second_daemon_on_the_same_socket_is_refused() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "");
+    let out = std::process::Command::new(testenv::pbxguard_bin())
+        .args(["run", "--config"])
+        .arg(&daemon.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert!(
+        daemon.cli(&["status"]).status.success(),
+        "the first daemon is unharmed"
+    );
+}
