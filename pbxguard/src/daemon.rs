@@ -87,10 +87,11 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     tracing::info!(detach, "stopping");
     server.abort();
     let _ = std::fs::remove_file(&socket);
-    let engine = Arc::into_inner(engine).map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
-    if let Some(engine) = engine {
-        engine.shutdown(detach)?;
-    }
+    // Connection tasks may still hold the engine; lock it rather than wait for them.
+    engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .shutdown(detach)?;
     Ok(())
 }
 

@@ -208,7 +208,7 @@ impl Engine {
     }
 
     /// Stops: keeps enforcing unless `detach`.
-    pub fn shutdown(self, detach: bool) -> Result<(), EngineError> {
+    pub fn shutdown(&mut self, detach: bool) -> Result<(), EngineError> {
         Ok(self.enforcer.shutdown(detach)?)
     }
 }

@@ -107,5 +107,6 @@ pub trait Enforcer: Send {
     /// Verdict counters.
     fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError>;
     /// Called on daemon exit: keep enforcing (`detach == false`) or remove everything.
-    fn shutdown(self: Box<Self>, detach: bool) -> Result<(), EnforceError>;
+    /// The backend must not be used afterwards.
+    fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError>;
 }

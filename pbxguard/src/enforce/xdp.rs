@@ -70,7 +70,7 @@ pub struct XdpEnforcer {
     pin_dir: PathBuf,
     interfaces: Vec<InterfaceStatus>,
     /// Held so the links stay ours while we run; the pins keep them after we exit.
-    _links: Vec<XdpLink>,
+    links: Vec<XdpLink>,
 }
 
 /// Pin of the link on `interface` in `mode`: the mode is part of the name so a restart
@@ -179,7 +179,7 @@ impl XdpEnforcer {
             program,
             pin_dir,
             interfaces,
-            _links: links,
+            links: links,
         })
     }
 
@@ -290,7 +290,7 @@ impl Enforcer for XdpEnforcer {
         self.program.counters()
     }
 
-    fn shutdown(self: Box<Self>, detach: bool) -> Result<(), EnforceError> {
+    fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
         if !detach {
             tracing::info!("exiting; XDP program stays attached and bans stay enforced");
             return Ok(());
@@ -312,7 +312,9 @@ impl Enforcer for XdpEnforcer {
                 std::fs::remove_file(&path).map_err(|e| pin_error(&path, e))?;
             }
         }
-        drop(self);
+        // Closing our link fds is what finally detaches them.
+        self.links.clear();
+        self.interfaces.clear();
         Ok(())
     }
 }
