@@ -179,7 +179,7 @@ impl XdpEnforcer {
             program,
             pin_dir,
             interfaces,
-            links: links,
+            links,
         })
     }
 
