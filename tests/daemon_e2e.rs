@@ -89,6 +89,10 @@ fn bans_list_json_is_the_documented_contract() {
     let table = daemon.cli_ok(&["bans", "list"]);
     assert!(table.starts_with("NET"), "{table}");
     assert!(table.contains("permanent"), "{table}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&daemon.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "control socket is root-only");
     let status = daemon.json(&["status"]);
     assert_eq!(status["backend"], "xdp");
     assert_eq!(status["bans"], 2);

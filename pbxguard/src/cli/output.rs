@@ -48,6 +48,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One table row per element of a JSON array.
+fn rows(data: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    data.as_array().into_iter().flatten().map(row).collect()
+}
+
 /// Replaces control characters so hostile text (reasons come from logs) cannot rewrite
 /// the admin's terminal.
 fn clean(s: &str) -> String {
@@ -114,23 +119,18 @@ pub fn bans(data: &Value, as_json: bool) -> String {
     if as_json {
         return json(data);
     }
-    let rows: Vec<Vec<String>> = data
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
-            vec![
-                text(b, "net").to_string(),
-                clean(text(b, "reason")),
-                clean(text(b, "source")),
-                text(b, "created").to_string(),
-                b["expires"]
-                    .as_str()
-                    .map(remaining)
-                    .unwrap_or_else(|| "permanent".into()),
-            ]
-        })
-        .collect();
+    let rows = rows(data, |b| {
+        vec![
+            text(b, "net").to_string(),
+            clean(text(b, "reason")),
+            clean(text(b, "source")),
+            text(b, "created").to_string(),
+            b["expires"]
+                .as_str()
+                .map(remaining)
+                .unwrap_or_else(|| "permanent".into()),
+        ]
+    });
     if rows.is_empty() {
         return "no active bans\n".into();
     }
@@ -157,18 +157,13 @@ pub fn stats(data: &Value, as_json: bool) -> String {
     if as_json {
         return json(data);
     }
-    let rows: Vec<Vec<String>> = data
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            vec![
-                text(r, "reason").to_string(),
-                text(r, "action").to_string(),
-                num(r, "packets").to_string(),
-                num(r, "bytes").to_string(),
-            ]
-        })
-        .collect();
+    let rows = rows(data, |r| {
+        vec![
+            text(r, "reason").to_string(),
+            text(r, "action").to_string(),
+            num(r, "packets").to_string(),
+            num(r, "bytes").to_string(),
+        ]
+    });
     table(&["REASON", "ACTION", "PACKETS", "BYTES"], &rows)
 }

@@ -43,15 +43,69 @@ pub fn map_pin_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("maps").join(name)
 }
 
+/// A pair of LPM tries, IPv4 and IPv6, holding one kind of entry (bans or allowlist).
+struct Tries<V: aya::Pod> {
+    v4: LpmTrie<MapData, [u8; 4], V>,
+    v6: LpmTrie<MapData, [u8; 16], V>,
+    names: [&'static str; 2],
+    capacity: u32,
+}
+
+impl<V: aya::Pod> Tries<V> {
+    fn take(
+        ebpf: &mut Ebpf,
+        names: [&'static str; 2],
+        capacity: u32,
+    ) -> Result<Self, EnforceError> {
+        Ok(Tries {
+            v4: take(ebpf, names[0])?,
+            v6: take(ebpf, names[1])?,
+            names,
+            capacity,
+        })
+    }
+
+    fn insert(&mut self, net: IpNet, value: V) -> Result<(), EnforceError> {
+        match net {
+            IpNet::V4(n) => self
+                .v4
+                .insert(&v4_key(&n), value, 0)
+                .map_err(full(self.names[0], self.capacity)),
+            IpNet::V6(n) => self
+                .v6
+                .insert(&v6_key(&n), value, 0)
+                .map_err(full(self.names[1], self.capacity)),
+        }
+    }
+
+    fn remove(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        let result = match net {
+            IpNet::V4(n) => self.v4.remove(&v4_key(&n)),
+            IpNet::V6(n) => self.v6.remove(&v6_key(&n)),
+        };
+        ignore_missing(result)
+    }
+
+    fn entries(&self) -> Result<Vec<(IpNet, V)>, EnforceError> {
+        let mut out = Vec::new();
+        for item in self.v4.iter() {
+            let (key, value) = item?;
+            out.push((key_v4_net(&key), value));
+        }
+        for item in self.v6.iter() {
+            let (key, value) = item?;
+            out.push((key_v6_net(&key), value));
+        }
+        Ok(out)
+    }
+}
+
 /// The loaded (not yet attached) program and its maps.
 pub struct XdpProgram {
     ebpf: Ebpf,
-    allow_v4: LpmTrie<MapData, [u8; 4], u32>,
-    allow_v6: LpmTrie<MapData, [u8; 16], u32>,
-    ban_v4: LpmTrie<MapData, [u8; 4], BanEntry>,
-    ban_v6: LpmTrie<MapData, [u8; 16], BanEntry>,
+    allow: Tries<u32>,
+    bans: Tries<BanEntry>,
     counters: PerCpuArray<MapData, Counter>,
-    max_bans: u32,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
@@ -124,14 +178,17 @@ impl XdpProgram {
             })?
             .try_into()?;
         program.load()?;
+        let bans = Tries::take(&mut ebpf, [maps::BAN_V4, maps::BAN_V6], options.max_bans)?;
+        warn_if_resized(&bans, options.max_bans);
         Ok(XdpProgram {
-            allow_v4: take(&mut ebpf, maps::ALLOW_V4)?,
-            allow_v6: take(&mut ebpf, maps::ALLOW_V6)?,
-            ban_v4: take(&mut ebpf, maps::BAN_V4)?,
-            ban_v6: take(&mut ebpf, maps::BAN_V6)?,
+            allow: Tries::take(
+                &mut ebpf,
+                [maps::ALLOW_V4, maps::ALLOW_V6],
+                DEFAULT_MAX_ALLOW,
+            )?,
+            bans,
             counters: take(&mut ebpf, maps::COUNTERS)?,
             ebpf,
-            max_bans: options.max_bans,
         })
     }
 
@@ -145,75 +202,37 @@ impl XdpProgram {
 
     /// Inserts or replaces the ban on `net`.
     pub fn insert_ban(&mut self, net: IpNet, entry: BanEntry) -> Result<(), EnforceError> {
-        let cap = self.max_bans;
-        match net {
-            IpNet::V4(n) => self
-                .ban_v4
-                .insert(&v4_key(&n), entry, 0)
-                .map_err(full(maps::BAN_V4, cap)),
-            IpNet::V6(n) => self
-                .ban_v6
-                .insert(&v6_key(&n), entry, 0)
-                .map_err(full(maps::BAN_V6, cap)),
-        }
+        self.bans.insert(net, entry)
     }
 
     /// Removes the ban on exactly `net`; absent is fine.
     pub fn remove_ban(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        let result = match net {
-            IpNet::V4(n) => self.ban_v4.remove(&v4_key(&n)),
-            IpNet::V6(n) => self.ban_v6.remove(&v6_key(&n)),
-        };
-        ignore_missing(result)
+        self.bans.remove(net)
     }
 
     /// Every ban in the maps with its entry.
     pub fn bans(&self) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
-        let mut out = Vec::new();
-        for item in self.ban_v4.iter() {
-            let (key, value) = item?;
-            out.push((key_v4_net(&key), value));
-        }
-        for item in self.ban_v6.iter() {
-            let (key, value) = item?;
-            out.push((key_v6_net(&key), value));
-        }
-        Ok(out)
+        self.bans.entries()
     }
 
     /// Adds `net` to the allowlist.
     pub fn insert_allow(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        match net {
-            IpNet::V4(n) => self
-                .allow_v4
-                .insert(&v4_key(&n), 1, 0)
-                .map_err(full(maps::ALLOW_V4, DEFAULT_MAX_ALLOW)),
-            IpNet::V6(n) => self
-                .allow_v6
-                .insert(&v6_key(&n), 1, 0)
-                .map_err(full(maps::ALLOW_V6, DEFAULT_MAX_ALLOW)),
-        }
+        self.allow.insert(net, 1)
     }
 
     /// Removes `net` from the allowlist; absent is fine.
     pub fn remove_allow(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        let result = match net {
-            IpNet::V4(n) => self.allow_v4.remove(&v4_key(&n)),
-            IpNet::V6(n) => self.allow_v6.remove(&v6_key(&n)),
-        };
-        ignore_missing(result)
+        self.allow.remove(net)
     }
 
     /// Every allowlisted network in the maps.
     pub fn allowlist(&self) -> Result<Vec<IpNet>, EnforceError> {
-        let mut out = Vec::new();
-        for key in self.allow_v4.keys() {
-            out.push(key_v4_net(&key?));
-        }
-        for key in self.allow_v6.keys() {
-            out.push(key_v6_net(&key?));
-        }
-        Ok(out)
+        Ok(self
+            .allow
+            .entries()?
+            .into_iter()
+            .map(|(net, _)| net)
+            .collect())
     }
 
     /// Makes the allowlist exactly `nets`, adding before removing so nothing allowed is
@@ -242,6 +261,20 @@ impl XdpProgram {
             out.push(ReasonStats::new(reason, packets, bytes));
         }
         Ok(out)
+    }
+}
+
+/// A pinned ban map keeps the size it was created with; say so when the config differs.
+fn warn_if_resized(bans: &Tries<BanEntry>, configured: u32) {
+    if let Ok(info) = aya::maps::IterableMap::map(&bans.v4).info()
+        && info.max_entries() != configured
+    {
+        tracing::warn!(
+            pinned = info.max_entries(),
+            configured,
+            "[ban] max_entries changed but the pinned ban maps keep their size; to resize, stop with \
+             `pbxguard run --detach-on-exit` (or remove the pins) and start again: bans are restored from the journal"
+        );
     }
 }
 
