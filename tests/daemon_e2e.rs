@@ -88,6 +88,7 @@ fn bans_list_json_is_the_documented_contract() {
 
     let table = daemon.cli_ok(&["bans", "list"]);
     assert!(table.starts_with("NET"), "{table}");
+    assert!(table.contains("FAILURES"), "{table}");
     assert!(table.contains("permanent"), "{table}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&daemon.socket).unwrap().permissions(),
@@ -255,4 +256,89 @@ fn second_daemon_on_the_same_socket_is_refused() {
         daemon.cli(&["status"]).status.success(),
         "the first daemon is unharmed"
     );
+}
+
+/// A detection setup: a followed log with a filter in the config and maxretry = 3.
+fn detecting(lab: &Lab) -> (Daemon, std::path::PathBuf) {
+    let mut daemon = Daemon::configure(
+        lab,
+        &format!(
+            "[allow]\nnetworks = [\"{PHONE}\"]\n\n[policy]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n\n\
+             [[source]]\npath = \"LOG\"\nfilters = [\"lab\"]\n\n\
+             [[filter]]\nname = \"lab\"\n[[filter.rule]]\nname = \"wrong_password\"\n\
+             regex = '''\\[[-0-9: ]+\\] NOTICE\\[\\d+\\] chan_sip.c: Registration from '.*' failed for '<HOST>:\\d+' - Wrong password'''\n"
+        ),
+    );
+    let log = daemon.dir.path().join("full");
+    std::fs::write(&log, "").unwrap();
+    let text = std::fs::read_to_string(&daemon.config).unwrap().replace("LOG", log.to_str().unwrap());
+    std::fs::write(&daemon.config, text).unwrap();
+    daemon.launch(&[]);
+    (daemon, log)
+}
+
+fn failure(from: &str, user: &str) -> String {
+    format!("[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"{user}\" <sip:{user}@10.77.0.1>' failed for '{from}:5060' - Wrong password\n")
+}
+
+fn append(log: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new().append(true).open(log).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = daemon.json(&["bans", "list"]);
+        if let Some(ban) = list.as_array().unwrap().iter().find(|b| b["net"] == net) {
+            return ban.clone();
+        }
+        assert!(Instant::now() < deadline, "{net} never banned; bans: {list}\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
+    let lab = Lab::new();
+    let (daemon, log) = detecting(&lab);
+    assert_eq!(v4(&lab), [N, N]);
+    // The attacker puts the phone's address in its user name; the phone itself also fails.
+    for _ in 0..3 {
+        append(&log, &failure(&ATTACKER.to_string(), &format!("' failed for '{PHONE}:5060' - Wrong password")));
+    }
+    for _ in 0..5 {
+        append(&log, &failure(&PHONE.to_string(), "100"));
+    }
+    let ban = wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    assert_eq!(ban["source"], "lab");
+    assert_eq!(ban["rule"], "wrong_password");
+    assert_eq!(ban["failures"], 3);
+    assert_eq!(v4(&lab), [0, N], "attacker dropped, allowlisted phone untouched");
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["bans"], 1, "only the attacker is banned: {status}");
+    assert!(status["ignored_failures"].as_u64().unwrap() >= 5, "{status}");
+    assert_eq!(status["sources"][0]["matches"], 8);
+}
+
+#[test]
+fn failures_written_while_down_are_read_on_start() {
+    let lab = Lab::new();
+    let (mut daemon, log) = detecting(&lab);
+    append(&log, &failure(&ATTACKER.to_string(), "100"));
+    // Let the daemon read (and remember) the first line before stopping it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.json(&["status"])["sources"][0]["matches"] != 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.terminate();
+    append(&log, &failure(&ATTACKER.to_string(), "101"));
+    append(&log, &failure(&ATTACKER.to_string(), "102"));
+    daemon.launch(&[]);
+    // The two lines written while down are read on start (failure counts live in memory,
+    // so with one more line they reach maxretry = 3); the line read before is not re-read.
+    append(&log, &failure(&ATTACKER.to_string(), "103"));
+    wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    assert_eq!(daemon.json(&["status"])["sources"][0]["matches"], 3, "the line before the restart is not read twice");
 }

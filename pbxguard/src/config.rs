@@ -11,7 +11,13 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::units::{BanDuration, net_serde};
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::{
+    detect::{FilterSpec, Matcher, filters},
+    schedule::Schedule,
+    units::{BanDuration, duration_serde, net_serde},
+};
 
 /// Where the daemon and the CLI look for the config when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/pbxguard/pbxguard.toml";
@@ -28,6 +34,135 @@ pub struct Config {
     pub allow: AllowConfig,
     /// Ban defaults and capacity.
     pub ban: BanConfig,
+    /// How detected failures become bans (fail2ban-style thresholds, escalation).
+    pub policy: PolicyConfig,
+    /// Stricter thresholds on a weekly schedule (nights, weekends).
+    pub offhours: Option<OffHoursConfig>,
+    /// Logs to follow (`[[source]]`).
+    pub source: Vec<SourceConfig>,
+    /// Admin-defined filters (`[[filter]]`), used like the built-in ones.
+    pub filter: Vec<FilterSpec>,
+}
+
+/// Whether detections ban or only report.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Ban.
+    #[default]
+    Enforce,
+    /// Dry run: log what would be banned, ban nothing.
+    Observe,
+}
+
+/// Threshold overrides: each key, when set, replaces the inherited value.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Failures within `findtime` that trigger a ban.
+    pub maxretry: Option<u32>,
+    /// Window in which failures are counted.
+    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    pub findtime: Option<Duration>,
+    /// First ban's length (later ones escalate).
+    pub bantime: Option<BanDuration>,
+}
+
+/// `[policy]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// `enforce` (default) or `observe` (dry run).
+    pub mode: Mode,
+    /// Failures within `findtime` that trigger a ban.
+    pub maxretry: u32,
+    /// Window in which failures are counted.
+    #[serde(with = "duration_serde")]
+    pub findtime: Duration,
+    /// First ban's length.
+    pub bantime: BanDuration,
+    /// Each further ban of the same address lasts this many times longer.
+    pub bantime_factor: f64,
+    /// Escalation stops here (`permanent` lets it grow without bound).
+    pub bantime_max: BanDuration,
+    /// Ban permanently from this offense on (0 = never).
+    pub permanent_after: u32,
+    /// Forget an address's past offenses after this long without a new one.
+    #[serde(with = "duration_serde")]
+    pub forget_after: Duration,
+    /// IPv6 sources are tracked and banned per network of this prefix length.
+    pub ipv6_prefix: u8,
+    /// Per-filter overrides: `[policy.filter.sshd] maxretry = 3`.
+    pub filter: BTreeMap<String, Thresholds>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            maxretry: 5,
+            findtime: Duration::from_secs(600),
+            bantime: BanDuration::For(Duration::from_secs(3600)),
+            bantime_factor: 2.0,
+            bantime_max: BanDuration::For(Duration::from_secs(30 * 86400)),
+            permanent_after: 0,
+            forget_after: Duration::from_secs(30 * 86400),
+            ipv6_prefix: 64,
+            filter: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[offhours]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffHoursConfig {
+    /// Windows in local time: `["Mon-Fri 18:00-08:00", "Sat-Sun"]`.
+    pub schedule: Vec<String>,
+    /// Failures within `findtime` that trigger a ban.
+    pub maxretry: Option<u32>,
+    /// Window in which failures are counted.
+    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    pub findtime: Option<Duration>,
+    /// Ban length inside the windows.
+    pub bantime: Option<BanDuration>,
+}
+
+impl OffHoursConfig {
+    /// The overrides that apply inside the windows.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds { maxretry: self.maxretry, findtime: self.findtime, bantime: self.bantime }
+    }
+}
+
+/// `[[source]]`: one log to follow and the filters that read it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// A log file, or a glob of files (`/var/log/asterisk/full`).
+    pub path: Option<PathBuf>,
+    /// Or a systemd journal unit (`ssh.service`).
+    pub journal_unit: Option<String>,
+    /// With `journal_unit`: read this journal directory instead of the system journal.
+    pub journal_directory: Option<PathBuf>,
+    /// Filters applied to every line (built-in names or `[[filter]]` names).
+    pub filters: Vec<String>,
+    /// Read what a file already holds when pbxguard first sees it (default: start at its end).
+    pub read_backlog: bool,
+    /// Failures within `findtime` that trigger a ban.
+    pub maxretry: Option<u32>,
+    /// Window in which failures are counted.
+    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    pub findtime: Option<Duration>,
+    /// First ban's length (later ones escalate).
+    pub bantime: Option<BanDuration>,
+}
+
+impl SourceConfig {
+    /// This source's threshold overrides.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds { maxretry: self.maxretry, findtime: self.findtime, bantime: self.bantime }
+    }
 }
 
 /// `[daemon]`
@@ -177,12 +312,95 @@ impl Config {
         })?;
         config
             .validate()
-            .map_err(|(key, message)| error(key_line(text, key), Some(key.to_string()), message))?;
+            .map_err(|(key, message)| error(key_line(text, &key), Some(key), message))?;
         Ok(config)
     }
 
     /// Semantic checks serde cannot express; returns the offending key and the message.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_basics().map_err(|(k, m)| (k.to_string(), m))?;
+        self.validate_detection()
+    }
+
+    /// Names of every usable filter: built-in and `[[filter]]`.
+    pub fn filter_names(&self) -> Vec<String> {
+        filters::NAMES.iter().map(|s| s.to_string()).chain(self.filter.iter().map(|f| f.name.clone())).collect()
+    }
+
+    /// The filter spec called `name`: an admin's `[[filter]]` or a built-in.
+    pub fn filter_spec(&self, name: &str) -> Option<FilterSpec> {
+        self.filter.iter().find(|f| f.name == name).cloned().or_else(|| filters::named(name))
+    }
+
+    fn validate_detection(&self) -> Result<(), (String, String)> {
+        let p = &self.policy;
+        if p.maxretry == 0 {
+            return Err(("policy.maxretry".into(), "must be at least 1".into()));
+        }
+        if !(1.0..=100.0).contains(&p.bantime_factor) {
+            return Err(("policy.bantime_factor".into(), format!("{} is out of range: use 1.0 (no escalation) to 100", p.bantime_factor)));
+        }
+        if !(1..=128).contains(&p.ipv6_prefix) {
+            return Err(("policy.ipv6_prefix".into(), format!("{} is not a prefix length: use 1 to 128 (default 64)", p.ipv6_prefix)));
+        }
+        for (name, t) in &p.filter {
+            if !self.filter_names().contains(name) {
+                return Err((format!("policy.filter.{name}"), format!("no filter called `{name}`; known: {}", self.filter_names().join(", "))));
+            }
+            if t.maxretry == Some(0) {
+                return Err((format!("policy.filter.{name}.maxretry"), "must be at least 1".into()));
+            }
+        }
+        if let Some(off) = &self.offhours {
+            if off.schedule.is_empty() {
+                return Err(("offhours.schedule".into(), "no windows: give e.g. schedule = [\"Mon-Fri 18:00-08:00\", \"Sat-Sun\"]".into()));
+            }
+            Schedule::parse(&off.schedule).map_err(|e| ("offhours.schedule".to_string(), e.to_string()))?;
+        }
+        for (i, f) in self.filter.iter().enumerate() {
+            let key = format!("filter[{i}]");
+            if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err((format!("{key}.name"), format!("`{}` is not a valid filter name (letters, digits, - and _)", f.name)));
+            }
+            if filters::NAMES.contains(&f.name.as_str()) || self.filter[..i].iter().any(|o| o.name == f.name) {
+                return Err((format!("{key}.name"), format!("a filter called `{}` already exists; pick another name", f.name)));
+            }
+            if f.rules.is_empty() {
+                return Err((format!("{key}.rule"), "a filter needs at least one [[filter.rule]]".into()));
+            }
+            for (j, rule) in f.rules.iter().enumerate() {
+                Matcher::new(&[FilterSpec { rules: vec![rule.clone()], ..f.clone() }])
+                    .map_err(|e| (format!("{key}.rule[{j}].regex"), e.to_string()))?;
+            }
+        }
+        let known = self.filter_names();
+        for (i, s) in self.source.iter().enumerate() {
+            let key = format!("source[{i}]");
+            match (&s.path, &s.journal_unit) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => return Err((key, "give exactly one of `path` or `journal_unit`".into())),
+            }
+            if let Some(path) = &s.path
+                && !path.is_absolute()
+            {
+                return Err((format!("{key}.path"), format!("`{}` must be an absolute path", path.display())));
+            }
+            if s.filters.is_empty() {
+                return Err((format!("{key}.filters"), format!("no filters: name at least one of {}", known.join(", "))));
+            }
+            for name in &s.filters {
+                if !known.contains(name) {
+                    return Err((format!("{key}.filters"), format!("no filter called `{name}`; known: {}", known.join(", "))));
+                }
+            }
+            if s.maxretry == Some(0) {
+                return Err((format!("{key}.maxretry"), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_basics(&self) -> Result<(), (&'static str, String)> {
         if self.enforce.interfaces.is_empty() {
             return Err((
                 "enforce.interfaces",
@@ -233,19 +451,31 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Line of a dotted key in the document, if the key is written there.
-fn key_line(text: &str, dotted: &str) -> Option<usize> {
+/// Line of a key path like `source[1].filters` in the document, if it is written there;
+/// falls back to the innermost part that is.
+fn key_line(text: &str, path: &str) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
     let mut table = doc.as_table() as &dyn toml_edit::TableLike;
-    let mut parts = dotted.split('.').peekable();
-    while let Some(part) = parts.next() {
-        let (key, item) = table.get_key_value(part)?;
-        if parts.peek().is_none() {
-            let span = key.span().or_else(|| item.span())?;
-            return Some(line_of(text, span.start));
+    let mut found = None;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some((key, item)) = table.get_key_value(name) else { break };
+        found = key.span().or_else(|| item.span()).map(|s| line_of(text, s.start));
+        if let Some(index) = index {
+            let Some(element) = item.as_array_of_tables().and_then(|a| a.get(index)) else { break };
+            found = element.span().map(|s| line_of(text, s.start)).or(found);
+            table = element;
+            continue;
         }
-        table = item.as_table_like()?;
+        match item.as_table_like() {
+            Some(t) => table = t,
+            None => break,
+        }
     }
-    None
+    found
 }
 
 #[cfg(test)]
@@ -366,6 +596,65 @@ mod tests {
             5,
             "daemon.state_dir",
             "absolute path",
+        );
+    }
+
+    #[test]
+    fn detection_config_parses() {
+        let config = parse(&format!(
+            "{MINIMAL}[policy]\nmaxretry = 3\nfindtime = \"5m\"\nbantime = \"1h\"\nmode = \"observe\"\n\
+             [policy.filter.sshd]\nmaxretry = 6\n\
+             [offhours]\nschedule = [\"Mon-Fri 18:00-08:00\", \"Sat-Sun\"]\nmaxretry = 1\n\
+             [[source]]\npath = \"/var/log/asterisk/full\"\nfilters = [\"asterisk\", \"mine\"]\nmaxretry = 2\n\
+             [[source]]\njournal_unit = \"ssh.service\"\nfilters = [\"sshd\"]\n\
+             [[filter]]\nname = \"mine\"\n[[filter.rule]]\nname = \"bad\"\nregex = \"auth failed from <HOST>\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.policy.maxretry, 3);
+        assert_eq!(config.policy.mode, Mode::Observe);
+        assert_eq!(config.policy.filter["sshd"].maxretry, Some(6));
+        assert_eq!(config.offhours.unwrap().maxretry, Some(1));
+        assert_eq!(config.source[0].thresholds().maxretry, Some(2));
+        assert_eq!(config.filter[0].rules[0].name, "bad");
+    }
+
+    #[test]
+    fn unknown_filter_in_a_source_is_named() {
+        assert_error(
+            &format!("{MINIMAL}\n[[source]]\npath = \"/var/log/a\"\nfilters = [\"asterisk\"]\n\n[[source]]\npath = \"/var/log/b\"\nfilters = [\"astrisk\"]\n"),
+            10,
+            "source[1].filters",
+            "no filter called `astrisk`",
+        );
+    }
+
+    #[test]
+    fn bad_custom_rule_is_named() {
+        assert_error(
+            &format!("{MINIMAL}[[filter]]\nname = \"mine\"\n[[filter.rule]]\nname = \"x\"\nregex = \"no host here\"\n"),
+            7,
+            "filter[0].rule[0].regex",
+            "exactly one <HOST>",
+        );
+    }
+
+    #[test]
+    fn bad_schedule_is_named() {
+        assert_error(
+            &format!("{MINIMAL}[offhours]\nschedule = [\"weekends\"]\n"),
+            4,
+            "offhours.schedule",
+            "Mon-Fri 18:00-08:00",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_a_source_is_named() {
+        assert_error(
+            &format!("{MINIMAL}[[source]]\npath = \"/var/log/a\"\nfilter = [\"asterisk\"]\n"),
+            5,
+            "source[0].filter",
+            "unknown field `filter`",
         );
     }
 

@@ -16,7 +16,14 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::{config::Config, control, enforce::xdp::XdpEnforcer, engine::Engine, store::Store};
+use crate::{
+    config::Config,
+    control,
+    enforce::xdp::XdpEnforcer,
+    engine::Engine,
+    source::{Event, Sources},
+    store::Store,
+};
 
 /// How often ended bans are swept from the store (the XDP program already ignores them).
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
@@ -57,6 +64,10 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         Box::new(enforcer),
     )?));
     let listener = bind_socket(&socket)?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
+    let sources = Sources::start(&engine.lock().expect("not poisoned yet").config().clone(), events_tx)?;
+    engine.lock().expect("not poisoned yet").attach_sources(sources.stats().to_vec());
+    let detector = spawn_detector(engine.clone(), events_rx);
     {
         let status = engine.lock().expect("not poisoned yet").status();
         tracing::info!(backend = status.backend, interfaces = ?status.interfaces.iter().map(|i| format!("{}:{}", i.name, i.mode)).collect::<Vec<_>>(),
@@ -81,11 +92,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
                 if let Err(e) = swept {
                     tracing::error!(error = %e, "sweeping expired bans failed");
                 }
+                sources.save_positions();
             }
         }
     }
     tracing::info!(detach, "stopping");
     server.abort();
+    tokio::task::spawn_blocking(move || sources.stop()).await?;
+    let _ = detector.join();
     let _ = std::fs::remove_file(&socket);
     // Connection tasks may still hold the engine; lock it rather than wait for them.
     engine
@@ -93,6 +107,21 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .shutdown(detach)?;
     Ok(())
+}
+
+/// Hands detected failures to the engine, on its own thread (bans fsync the journal).
+fn spawn_detector(engine: Arc<Mutex<Engine>>, mut events: tokio::sync::mpsc::Receiver<Event>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("detector".into())
+        .spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                let outcome = engine.lock().unwrap_or_else(|p| p.into_inner()).on_failure(&event, SystemTime::now());
+                if let Err(e) = outcome {
+                    tracing::error!(ip = %event.ip, error = %e, "acting on a detected failure failed");
+                }
+            }
+        })
+        .expect("spawn detector thread")
 }
 
 fn reload(engine: &Mutex<Engine>, path: &Path) {

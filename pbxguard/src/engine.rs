@@ -4,13 +4,19 @@
 //! disk before anyone is told), then the enforcer (packets dropped). On start the enforcer
 //! is reconciled with the store, which restores every ban after a reboot.
 
-use std::time::{Instant, SystemTime};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant, SystemTime},
+};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    config::Config,
+    config::{Config, Mode, Thresholds},
+    detect::tracker::{Tracker, source_net},
+    schedule::Schedule,
+    source::{Event, SourceStats},
     enforce::{EnforceError, Enforcer, InterfaceStatus, ReasonStats},
     guard::{Guard, Refusal},
     store::{BanRecord, Damage, Store, StoreError},
@@ -64,6 +70,90 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Damaged journal lines found at start (empty when healthy).
     pub store_damage: Vec<Damage>,
+    /// `enforce` or `observe` (dry run).
+    pub mode: Mode,
+    /// Whether the off-hours thresholds apply right now.
+    pub offhours_active: bool,
+    /// Sources with failures being counted.
+    pub tracked_sources: usize,
+    /// Failures from protected addresses that were ignored.
+    pub ignored_failures: u64,
+    /// Bans observe mode would have made.
+    pub would_ban: u64,
+    /// Lines read and matched per source.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// One source's counters in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// File path or journal unit.
+    pub name: String,
+    /// Lines read.
+    pub lines: u64,
+    /// Lines that matched a rule.
+    pub matches: u64,
+}
+
+/// The thresholds in force for one failure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effective {
+    /// Failures that trigger a ban.
+    pub maxretry: u32,
+    /// Window they are counted in.
+    pub findtime: Duration,
+    /// First ban's length.
+    pub bantime: BanDuration,
+}
+
+impl Effective {
+    fn apply(&mut self, t: &Thresholds) {
+        if let Some(m) = t.maxretry {
+            self.maxretry = m;
+        }
+        if let Some(f) = t.findtime {
+            self.findtime = f;
+        }
+        if let Some(b) = t.bantime {
+            self.bantime = b;
+        }
+    }
+}
+
+/// What became of one failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// From an allowlisted, loopback or own address: never counted.
+    Ignored,
+    /// Counted, below the threshold.
+    Counted {
+        /// Failures within findtime.
+        failures: u32,
+        /// Threshold.
+        maxretry: u32,
+    },
+    /// The source is already banned (a line logged before the ban took effect).
+    AlreadyBanned,
+    /// Banned now.
+    Banned(BanRecord),
+    /// Observe mode: this ban would have been made.
+    WouldBan(BanRecord),
+}
+
+/// Length of the `offense`-th ban (1-based): `bantime * factor^(offense-1)`, capped at
+/// `bantime_max`, permanent from `permanent_after` on.
+pub fn escalate(base: BanDuration, offense: u32, policy: &crate::config::PolicyConfig) -> BanDuration {
+    if policy.permanent_after > 0 && offense >= policy.permanent_after {
+        return BanDuration::Permanent;
+    }
+    let BanDuration::For(base) = base else { return BanDuration::Permanent };
+    let factor = policy.bantime_factor.powi(offense.saturating_sub(1).min(64) as i32);
+    let secs = (base.as_secs_f64() * factor).min(u64::MAX as f64 / 4.0);
+    let scaled = Duration::from_secs_f64(secs);
+    match policy.bantime_max {
+        BanDuration::Permanent => BanDuration::For(scaled),
+        BanDuration::For(max) => BanDuration::For(scaled.min(max.max(base))),
+    }
 }
 
 /// The decision maker.
@@ -73,6 +163,16 @@ pub struct Engine {
     store: Store,
     enforcer: Box<dyn Enforcer>,
     started: Instant,
+    tracker: Tracker,
+    offhours: Option<Schedule>,
+    sources: Vec<Arc<SourceStats>>,
+    ignored: u64,
+    would_ban: u64,
+}
+
+fn offhours_schedule(config: &Config) -> Option<Schedule> {
+    // Validated with the config; an invalid schedule cannot reach here.
+    config.offhours.as_ref().and_then(|o| Schedule::parse(&o.schedule).ok())
 }
 
 impl Engine {
@@ -84,10 +184,15 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let mut engine = Engine {
             guard: Guard::new(&config.allow.networks),
+            offhours: offhours_schedule(&config),
             config,
             store,
             enforcer,
             started: Instant::now(),
+            tracker: Tracker::default(),
+            sources: Vec::new(),
+            ignored: 0,
+            would_ban: 0,
         };
         engine
             .enforcer
@@ -133,7 +238,15 @@ impl Engine {
                 BanDuration::Permanent => None,
                 BanDuration::For(d) => Some(now + d),
             },
+            rule: None,
+            failures: None,
+            offense: None,
         };
+        self.commit(record)
+    }
+
+    /// Records and enforces a ban; the store is rolled back if the backend refuses.
+    fn commit(&mut self, record: BanRecord) -> Result<BanRecord, EngineError> {
         self.store.add(record.clone())?;
         if let Err(e) = self.enforcer.ban(record.net, record.expires) {
             // Keep store and backend in agreement: what is not enforced is not recorded.
@@ -143,6 +256,99 @@ impl Engine {
         tracing::info!(net = %record.net, source = %record.source, reason = %record.reason,
             expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
         Ok(record)
+    }
+
+    /// The backend, for inspection (tests, status).
+    pub fn enforcer(&self) -> &dyn Enforcer {
+        self.enforcer.as_ref()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Shows per-source counters in `status`.
+    pub fn attach_sources(&mut self, sources: Vec<Arc<SourceStats>>) {
+        self.sources = sources;
+    }
+
+    /// Whether the off-hours profile applies at `now` (host local time).
+    pub fn offhours_active(&self, now: SystemTime) -> bool {
+        let local = chrono::DateTime::<chrono::Local>::from(now).naive_local();
+        self.offhours.as_ref().is_some_and(|s| s.contains(local))
+    }
+
+    /// Thresholds for a failure: policy, then the filter's, then the source's overrides;
+    /// inside off-hours windows the off-hours values win.
+    pub fn thresholds(&self, filter: &str, source: usize, now: SystemTime) -> Effective {
+        let p = &self.config.policy;
+        let mut e = Effective { maxretry: p.maxretry, findtime: p.findtime, bantime: p.bantime };
+        if let Some(t) = p.filter.get(filter) {
+            e.apply(t);
+        }
+        if let Some(s) = self.config.source.get(source) {
+            e.apply(&s.thresholds());
+        }
+        if self.offhours_active(now)
+            && let Some(off) = &self.config.offhours
+        {
+            e.apply(&off.thresholds());
+        }
+        e
+    }
+
+    /// Counts one detected failure and bans its source when it crosses the threshold.
+    pub fn on_failure(&mut self, event: &Event, now: SystemTime) -> Result<Outcome, EngineError> {
+        let single = IpNet::from(event.ip);
+        if let Err(refusal) = self.guard.check(&single) {
+            self.ignored += 1;
+            tracing::info!(ip = %event.ip, filter = %event.filter, rule = %event.rule, why = %refusal.why, "failure from a protected address ignored");
+            return Ok(Outcome::Ignored);
+        }
+        // IPv6 is tracked per prefix, unless that prefix would cover something protected.
+        let mut net = source_net(event.ip, self.config.policy.ipv6_prefix);
+        if net != single && self.guard.check(&net).is_err() {
+            net = single;
+        }
+        if self.store.get(&net).is_some_and(|b| !b.is_expired(now)) {
+            return Ok(Outcome::AlreadyBanned);
+        }
+        let t = self.thresholds(&event.filter, event.source, now);
+        let failures = self.tracker.record(net, now, t.findtime);
+        if failures < t.maxretry {
+            tracing::debug!(net = %net, failures, maxretry = t.maxretry, rule = %event.rule, "failure counted");
+            return Ok(Outcome::Counted { failures, maxretry: t.maxretry });
+        }
+        self.tracker.clear(&net);
+        let offense = self.store.offense(&net).map_or(0, |o| o.count) + 1;
+        let duration = escalate(t.bantime, offense, &self.config.policy);
+        let record = BanRecord {
+            net,
+            reason: format!(
+                "{failures} failures in {} ({})",
+                humantime::format_duration(t.findtime),
+                event.rule
+            ),
+            source: event.filter.to_string(),
+            created: now,
+            expires: match duration {
+                BanDuration::Permanent => None,
+                BanDuration::For(d) => Some(now + d),
+            },
+            rule: Some(event.rule.to_string()),
+            failures: Some(failures),
+            offense: Some(offense),
+        };
+        if self.config.policy.mode == Mode::Observe {
+            self.would_ban += 1;
+            tracing::warn!(net = %net, filter = %event.filter, rule = %event.rule, failures, duration = %duration,
+                "observe mode: would ban (nothing was banned)");
+            return Ok(Outcome::WouldBan(record));
+        }
+        self.store.record_offense(net, now)?;
+        let record = self.commit(record)?;
+        Ok(Outcome::Banned(record))
     }
 
     /// Lifts the ban on exactly `net`.
@@ -158,12 +364,27 @@ impl Engine {
 
     /// Forgets bans that have ended (the XDP program already stopped dropping them).
     pub fn expire(&mut self, now: SystemTime) -> Result<usize, EngineError> {
+        let longest = self.longest_findtime();
+        self.tracker.prune(now, longest);
+        if let Some(before) = now.checked_sub(self.config.policy.forget_after) {
+            self.store.forget_offenses(before)?;
+        }
         let expired = self.store.remove_expired(now)?;
         for ban in &expired {
             self.enforcer.unban(ban.net)?;
             tracing::info!(net = %ban.net, "ban expired");
         }
         Ok(expired.len())
+    }
+
+    fn longest_findtime(&self) -> Duration {
+        let c = &self.config;
+        std::iter::once(c.policy.findtime)
+            .chain(c.policy.filter.values().filter_map(|t| t.findtime))
+            .chain(c.source.iter().filter_map(|s| s.findtime))
+            .chain(c.offhours.iter().filter_map(|o| o.findtime))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Active bans, oldest network order.
@@ -181,6 +402,20 @@ impl Engine {
             allowlisted: self.config.allow.networks.len(),
             uptime_secs: self.started.elapsed().as_secs(),
             store_damage: self.store.damage().to_vec(),
+            mode: self.config.policy.mode,
+            offhours_active: self.offhours_active(SystemTime::now()),
+            tracked_sources: self.tracker.len(),
+            ignored_failures: self.ignored,
+            would_ban: self.would_ban,
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceStatus {
+                    name: s.name.clone(),
+                    lines: s.lines.load(Ordering::Relaxed),
+                    matches: s.matches.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 
@@ -194,6 +429,8 @@ impl Engine {
     pub fn reload(&mut self, config: Config) -> Result<(), EngineError> {
         if config.enforce != self.config.enforce
             || config.daemon != self.config.daemon
+            || config.source != self.config.source
+            || config.filter != self.config.filter
             || config.ban.max_entries != self.config.ban.max_entries
         {
             tracing::warn!(
@@ -202,8 +439,11 @@ impl Engine {
         }
         self.enforcer.set_allowlist(&config.allow.networks)?;
         self.guard = Guard::new(&config.allow.networks);
+        self.offhours = offhours_schedule(&config);
         self.config.allow = config.allow;
         self.config.ban.default_duration = config.ban.default_duration;
+        self.config.policy = config.policy;
+        self.config.offhours = config.offhours;
         Ok(())
     }
 

@@ -39,6 +39,25 @@ pub struct BanRecord {
     /// When it ends; `None` is permanent.
     #[serde(with = "rfc3339::option")]
     pub expires: Option<SystemTime>,
+    /// The filter rule that triggered it (`None` for manual bans).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Failures counted within `findtime` when it was banned.
+    #[serde(default)]
+    pub failures: Option<u32>,
+    /// How many times this network has been banned by detection (escalation step).
+    #[serde(default)]
+    pub offense: Option<u32>,
+}
+
+/// A network's history of detected offenses, for escalating ban lengths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offense {
+    /// Bans so far.
+    pub count: u32,
+    /// When the last one happened.
+    #[serde(with = "rfc3339")]
+    pub last: SystemTime,
 }
 
 impl BanRecord {
@@ -54,6 +73,16 @@ impl BanRecord {
 enum Entry {
     Add(BanRecord),
     Del {
+        #[serde(with = "net_serde")]
+        net: IpNet,
+    },
+    Offense {
+        #[serde(with = "net_serde")]
+        net: IpNet,
+        #[serde(flatten)]
+        offense: Offense,
+    },
+    Forget {
         #[serde(with = "net_serde")]
         net: IpNet,
     },
@@ -88,6 +117,7 @@ pub struct Store {
     dir: PathBuf,
     journal: File,
     bans: BTreeMap<IpNet, BanRecord>,
+    offenses: BTreeMap<IpNet, Offense>,
     lines: usize,
     damage: Vec<Damage>,
     damaged_copy: Option<PathBuf>,
@@ -109,9 +139,9 @@ impl Store {
             .create(dir)
             .map_err(io_err(dir))?;
         let path = dir.join(JOURNAL);
-        let (bans, damage) = match fs::read(&path) {
+        let (bans, offenses, damage) = match fs::read(&path) {
             Ok(bytes) => replay(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), BTreeMap::new(), Vec::new()),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut damaged_copy = None;
@@ -125,11 +155,12 @@ impl Store {
             .into_iter()
             .filter(|(_, b)| !b.is_expired(now))
             .collect();
-        let (journal, lines) = rewrite(dir, &bans)?;
+        let (journal, lines) = rewrite(dir, &bans, &offenses)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             journal,
             bans,
+            offenses,
             lines,
             damage,
             damaged_copy,
@@ -199,6 +230,30 @@ impl Store {
         Ok(removed)
     }
 
+    /// Past offenses of `net`.
+    pub fn offense(&self, net: &IpNet) -> Option<Offense> {
+        self.offenses.get(net).copied()
+    }
+
+    /// Counts one more offense for `net` at `now` (durable); returns the new count.
+    pub fn record_offense(&mut self, net: IpNet, now: SystemTime) -> Result<u32, StoreError> {
+        let count = self.offenses.get(&net).map_or(0, |o| o.count) + 1;
+        let offense = Offense { count, last: now };
+        self.append(&Entry::Offense { net, offense })?;
+        self.offenses.insert(net, offense);
+        Ok(count)
+    }
+
+    /// Forgets offenses whose last ban was before `before`; returns how many.
+    pub fn forget_offenses(&mut self, before: SystemTime) -> Result<usize, StoreError> {
+        let stale: Vec<IpNet> = self.offenses.iter().filter(|(_, o)| o.last < before).map(|(n, _)| *n).collect();
+        for net in &stale {
+            self.append(&Entry::Forget { net: *net })?;
+            self.offenses.remove(net);
+        }
+        Ok(stale.len())
+    }
+
     fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
         let mut line = serde_json::to_vec(entry).expect("ban records always serialize");
         line.push(b'\n');
@@ -207,8 +262,8 @@ impl Store {
         self.journal.sync_data().map_err(io_err(&path))?;
         self.lines += 1;
         // Keep replay time bounded: once the journal is mostly history, rewrite it.
-        if self.lines > 1024 && self.lines > 4 * self.bans.len() {
-            let (journal, lines) = rewrite(&self.dir, &self.bans)?;
+        if self.lines > 1024 && self.lines > 4 * (self.bans.len() + self.offenses.len()) {
+            let (journal, lines) = rewrite(&self.dir, &self.bans, &self.offenses)?;
             self.journal = journal;
             self.lines = lines;
         }
@@ -216,9 +271,12 @@ impl Store {
     }
 }
 
+type Replayed = (BTreeMap<IpNet, BanRecord>, BTreeMap<IpNet, Offense>, Vec<Damage>);
+
 /// Replays journal bytes; damaged lines are skipped and reported.
-fn replay(bytes: &[u8]) -> (BTreeMap<IpNet, BanRecord>, Vec<Damage>) {
+fn replay(bytes: &[u8]) -> Replayed {
     let mut bans = BTreeMap::new();
+    let mut offenses = BTreeMap::new();
     let mut damage = Vec::new();
     let ends_clean = bytes.last().is_none_or(|&b| b == b'\n');
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
@@ -237,6 +295,12 @@ fn replay(bytes: &[u8]) -> (BTreeMap<IpNet, BanRecord>, Vec<Damage>) {
             Ok(Entry::Del { net }) => {
                 bans.remove(&net);
             }
+            Ok(Entry::Offense { net, offense }) => {
+                offenses.insert(net, offense);
+            }
+            Ok(Entry::Forget { net }) => {
+                offenses.remove(&net);
+            }
             Err(e) => {
                 let truncated = index + 1 == count && !ends_clean;
                 damage.push(Damage {
@@ -250,17 +314,26 @@ fn replay(bytes: &[u8]) -> (BTreeMap<IpNet, BanRecord>, Vec<Damage>) {
             }
         }
     }
-    (bans, damage)
+    (bans, offenses, damage)
 }
 
 /// Atomically replaces the journal with one `add` line per ban; returns it open for append.
-fn rewrite(dir: &Path, bans: &BTreeMap<IpNet, BanRecord>) -> Result<(File, usize), StoreError> {
+fn rewrite(
+    dir: &Path,
+    bans: &BTreeMap<IpNet, BanRecord>,
+    offenses: &BTreeMap<IpNet, Offense>,
+) -> Result<(File, usize), StoreError> {
     let path = dir.join(JOURNAL);
     let tmp = dir.join(format!("{JOURNAL}.tmp"));
     let mut buf = Vec::new();
     for record in bans.values() {
         serde_json::to_writer(&mut buf, &Entry::Add(record.clone()))
             .expect("ban records always serialize");
+        buf.push(b'\n');
+    }
+    for (net, offense) in offenses {
+        serde_json::to_writer(&mut buf, &Entry::Offense { net: *net, offense: *offense })
+            .expect("offenses always serialize");
         buf.push(b'\n');
     }
     {
@@ -282,7 +355,7 @@ fn rewrite(dir: &Path, bans: &BTreeMap<IpNet, BanRecord>) -> Result<(File, usize
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    Ok((journal, bans.len()))
+    Ok((journal, bans.len() + offenses.len()))
 }
 
 #[cfg(test)]
@@ -299,6 +372,9 @@ mod tests {
             source: "manual".into(),
             created: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             expires,
+            rule: None,
+            failures: None,
+            offense: None,
         }
     }
 
@@ -394,6 +470,21 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert_eq!(store.damage()[0].line, 2);
         assert!(store.damage()[0].problem.contains("unreadable"));
+    }
+
+    #[test]
+    fn offenses_survive_reopen_and_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = parse_net("192.0.2.1").unwrap();
+        let mut store = Store::open(dir.path(), now()).unwrap();
+        assert_eq!(store.record_offense(net, now()).unwrap(), 1);
+        assert_eq!(store.record_offense(net, now() + Duration::from_secs(5)).unwrap(), 2);
+        drop(store);
+        let mut store = Store::open(dir.path(), now()).unwrap();
+        assert_eq!(store.offense(&net).unwrap().count, 2);
+        assert_eq!(store.forget_offenses(now() + Duration::from_secs(6)).unwrap(), 1);
+        drop(store);
+        assert!(Store::open(dir.path(), now()).unwrap().offense(&net).is_none());
     }
 
     #[test]

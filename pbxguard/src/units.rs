@@ -82,6 +82,41 @@ impl<'de> Deserialize<'de> for BanDuration {
     }
 }
 
+/// Serde adapter: plain durations (`10m`, `1h 30m`) for keys that cannot be permanent.
+pub mod duration_serde {
+    use super::*;
+
+    /// Serializes as humantime text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    /// Accepts what humantime accepts.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|_| serde::de::Error::custom(UnitError::Duration(text.clone())))
+    }
+
+    /// The same for an optional duration.
+    pub mod option {
+        use super::*;
+
+        /// Serializes `None` as absent.
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.collect_str(&humantime::format_duration(*d)),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Accepts what humantime accepts.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
 /// Serde adapter: networks as the strings [`parse_net`] accepts.
 pub mod net_serde {
     use super::*;

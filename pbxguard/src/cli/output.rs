@@ -104,6 +104,26 @@ pub fn status(data: &Value, as_json: bool) -> String {
         num(data, "bans"),
         num(data, "allowlisted")
     ));
+    let mode = text(data, "mode");
+    if mode == "observe" {
+        out.push_str(&format!(
+            "mode: observe (dry run: nothing is banned automatically; {} bans would have been made)\n",
+            num(data, "would_ban")
+        ));
+    } else {
+        out.push_str("mode: enforce\n");
+    }
+    if data["offhours_active"].as_bool() == Some(true) {
+        out.push_str("off-hours profile: active\n");
+    }
+    for source in data["sources"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "source {}: {} lines, {} matches\n",
+            clean(text(source, "name")),
+            num(source, "lines"),
+            num(source, "matches")
+        ));
+    }
     for damage in data["store_damage"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "warning: ban journal line {} was damaged and skipped: {}\n",
@@ -122,8 +142,10 @@ pub fn bans(data: &Value, as_json: bool) -> String {
     let rows = rows(data, |b| {
         vec![
             text(b, "net").to_string(),
-            clean(text(b, "reason")),
             clean(text(b, "source")),
+            b["rule"].as_str().map(clean).unwrap_or_else(|| "-".into()),
+            b["failures"].as_u64().map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+            clean(text(b, "reason")),
             text(b, "created").to_string(),
             b["expires"]
                 .as_str()
@@ -134,7 +156,7 @@ pub fn bans(data: &Value, as_json: bool) -> String {
     if rows.is_empty() {
         return "no active bans\n".into();
     }
-    table(&["NET", "REASON", "SOURCE", "CREATED", "EXPIRES"], &rows)
+    table(&["NET", "SOURCE", "RULE", "FAILURES", "REASON", "CREATED", "EXPIRES"], &rows)
 }
 
 /// `pbxguard bans add`

@@ -286,3 +286,39 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), EnforceError> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// An unattached program is a complete enforcer for `BPF_PROG_TEST_RUN` and benchmarks:
+/// the same maps and verdicts, fed frames by the caller instead of a NIC.
+impl super::Enforcer for XdpProgram {
+    fn backend(&self) -> &'static str {
+        "xdp-unattached"
+    }
+
+    fn interfaces(&self) -> Vec<super::InterfaceStatus> {
+        Vec::new()
+    }
+
+    fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        self.sync_allowlist(nets)
+    }
+
+    fn ban(&mut self, net: IpNet, expires: Option<std::time::SystemTime>) -> Result<(), EnforceError> {
+        self.insert_ban(net, BanEntry { expires_boot_ns: super::clock::expiry_to_boot_ns(expires) })
+    }
+
+    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        self.remove_ban(net)
+    }
+
+    fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
+        Ok(self.bans()?.into_iter().map(|(net, _)| net).collect())
+    }
+
+    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+        self.counters()
+    }
+
+    fn shutdown(&mut self, _detach: bool) -> Result<(), EnforceError> {
+        Ok(())
+    }
+}

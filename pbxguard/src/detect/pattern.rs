@@ -1,0 +1,175 @@
+//! Turns a rule's text into an anchored regex with a validated `host` capture.
+//!
+//! `<HOST>` becomes a group that only matches IPv4 / IPv6 text; the address is then parsed
+//! with the standard library, so a string like `999.1.1.1` never becomes a ban. Everything
+//! before and after `<HOST>` in the rule is fixed text of the log format, and the whole rule
+//! is anchored at both ends, so text an attacker controls (user names, From, User-Agent)
+//! cannot move the match to an address of their choosing.
+
+use regex::bytes::{Regex, RegexBuilder};
+
+/// The placeholder rules use for the source address.
+pub const HOST: &str = "<HOST>";
+
+/// What `<HOST>` expands to: an IPv4 or IPv6 literal, optionally in brackets, with an
+/// optional IPv6 zone. The brackets are outside the capture.
+const HOST_REGEX: &str = r"\[?(?P<host>(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,45}(?:%[A-Za-z0-9_.-]{1,16})?)\]?";
+
+/// Why a rule cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatternError {
+    /// No or several `<HOST>`.
+    #[error("rule `{rule}` must contain exactly one <HOST> (it has {count})")]
+    HostCount {
+        /// Rule name.
+        rule: String,
+        /// How many it has.
+        count: usize,
+    },
+    /// The regex does not compile.
+    #[error("rule `{rule}`: invalid regex: {message}")]
+    Regex {
+        /// Rule name.
+        rule: String,
+        /// The regex crate's explanation.
+        message: String,
+    },
+}
+
+/// Compiles `prefix` + `rule` into an anchored regex.
+pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
+    let count = rule.matches(HOST).count() + prefix.matches(HOST).count();
+    if count != 1 {
+        return Err(PatternError::HostCount { rule: rule_name.into(), count });
+    }
+    let body = format!("{prefix}{rule}").replace(HOST, HOST_REGEX);
+    let body = body.strip_prefix('^').unwrap_or(&body);
+    let body = body.strip_suffix('$').unwrap_or(body);
+    // Trailing whitespace and a CR from CRLF logs are tolerated, nothing else.
+    let anchored = format!(r"^(?:{body})[ \t\r]*$");
+    RegexBuilder::new(&anchored)
+        // ASCII classes, and `.` matches any byte: invalid UTF-8 in a user name must neither
+        // hide an attack line nor cost a decode.
+        .unicode(false)
+        .size_limit(1 << 22)
+        .build()
+        .map_err(|e| PatternError::Regex { rule: rule_name.into(), message: e.to_string() })
+}
+
+/// The longest literal run that every match of `rule` must contain, used as the rule's
+/// prefilter when it names none. Only top-level text counts (not groups, classes or
+/// quantified characters); empty when there is none or the rule has a top-level `|`.
+pub fn derive_literal(rule: &str) -> String {
+    let mut best = String::new();
+    let mut consider = |run: &mut String| {
+        if run.trim().len() > best.trim().len() {
+            best = run.trim().to_string();
+        }
+        run.clear();
+    };
+    for part in rule.split(HOST) {
+        let mut run = String::new();
+        let mut depth = 0usize;
+        let mut chars = part.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    let escaped = chars.next();
+                    match escaped {
+                        Some(e) if depth == 0 && e.is_ascii_punctuation() => run.push(e),
+                        _ => consider(&mut run),
+                    }
+                }
+                '(' => {
+                    consider(&mut run);
+                    depth += 1;
+                }
+                ')' => depth = depth.saturating_sub(1),
+                '[' => {
+                    consider(&mut run);
+                    // Skip the class, including a leading ']' or escaped characters.
+                    let mut first = true;
+                    while let Some(k) = chars.next() {
+                        match k {
+                            '\\' => {
+                                chars.next();
+                            }
+                            ']' if !first => break,
+                            _ => {}
+                        }
+                        first = false;
+                    }
+                }
+                '|' if depth == 0 => return String::new(),
+                '*' | '?' | '{' => {
+                    run.pop();
+                    consider(&mut run);
+                    if c == '{' {
+                        for k in chars.by_ref() {
+                            if k == '}' {
+                                break;
+                            }
+                        }
+                    }
+                }
+                '.' | '+' | '^' | '$' => consider(&mut run),
+                _ if depth == 0 => run.push(c),
+                _ => {}
+            }
+        }
+        consider(&mut run);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(re: &Regex, line: &str) -> Option<String> {
+        re.captures(line.as_bytes()).map(|c| String::from_utf8_lossy(&c["host"]).into_owned())
+    }
+
+    #[test]
+    fn host_must_appear_once() {
+        assert!(matches!(compile("r", "", "no host"), Err(PatternError::HostCount { count: 0, .. })));
+        assert!(matches!(compile("r", "", "<HOST> <HOST>"), Err(PatternError::HostCount { count: 2, .. })));
+        assert!(matches!(compile("r", "", "(<HOST>"), Err(PatternError::Regex { .. })));
+    }
+
+    #[test]
+    fn rules_are_anchored_at_both_ends() {
+        let re = compile("r", "", "auth failed for <HOST>").unwrap();
+        assert_eq!(host(&re, "auth failed for 192.0.2.1").as_deref(), Some("192.0.2.1"));
+        assert_eq!(host(&re, "auth failed for 192.0.2.1\r").as_deref(), Some("192.0.2.1"));
+        assert_eq!(host(&re, "x auth failed for 192.0.2.1"), None);
+        assert_eq!(host(&re, "auth failed for 192.0.2.1 x"), None);
+    }
+
+    #[test]
+    fn host_matches_v4_v6_and_brackets() {
+        let re = compile("r", "", "from <HOST>:5060").unwrap();
+        assert_eq!(host(&re, "from [2001:db8::1]:5060").as_deref(), Some("2001:db8::1"));
+        assert_eq!(host(&re, "from 198.51.100.7:5060").as_deref(), Some("198.51.100.7"));
+        let re = compile("r", "", "from <HOST>").unwrap();
+        assert_eq!(host(&re, "from ::ffff:198.51.100.7").as_deref(), Some("::ffff:198.51.100.7"));
+    }
+
+    #[test]
+    fn invalid_utf8_does_not_hide_a_line() {
+        let re = compile("r", "", "user '.*' failed from <HOST>").unwrap();
+        let line = b"user '\xff\xfe\x80' failed from 192.0.2.9";
+        assert!(re.is_match(line));
+    }
+
+    #[test]
+    fn literals_are_derived_from_fixed_text() {
+        assert_eq!(derive_literal(r"Registration from '.*' failed for '<HOST>:\d+' - Wrong password"), "Registration from '");
+        assert_eq!(derive_literal(r"auth failed for <HOST>"), "auth failed for");
+        assert_eq!(derive_literal(r"Failed password for (?:invalid user )?.* from <HOST>"), "Failed password for");
+        assert_eq!(derive_literal(r"\d+"), "");
+        assert_eq!(derive_literal(r"(?:a long optional|b) x"), "x");
+        assert_eq!(derive_literal(r"one|two"), "");
+        assert_eq!(derive_literal(r"[abc]{3} call to extension '.*' rejected"), "call to extension '");
+    }
+}

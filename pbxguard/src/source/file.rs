@@ -1,0 +1,316 @@
+//! Follows one log file across every rotation seen in real use.
+//!
+//! The follower keeps the file open and remembers (device, inode, offset). On each poll it
+//! first drains the open file (so lines written just before a rename are not lost), then
+//! looks at the path again: a different inode means the file was rotated (rename + create,
+//! or delete + recreate) and the new file is read from its start; a size below the offset
+//! means it was truncated in place (copytruncate) and is read again from its start.
+
+use std::{
+    fs::File,
+    io::{self, Read as _, Seek as _, SeekFrom},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use super::{lines::LineSplitter, positions::FilePosition};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Where to start in a file seen for the first time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At its end: only new lines count.
+    End,
+    /// At its beginning: its backlog counts too.
+    Beginning,
+}
+
+/// A followed file.
+pub struct FileFollower {
+    path: PathBuf,
+    open: Option<(File, FilePosition)>,
+    splitter: LineSplitter,
+    buf: Vec<u8>,
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+impl FileFollower {
+    /// Starts following `path`. With a saved position for the same file the follower
+    /// resumes there; if the file was rotated meanwhile, the rotated file is found by its
+    /// inode in the same directory and its unread tail is read first (through `on_line`).
+    pub fn new(path: &Path, saved: Option<FilePosition>, start: Start, on_line: &mut dyn FnMut(&[u8])) -> FileFollower {
+        let mut follower =
+            FileFollower { path: path.to_path_buf(), open: None, splitter: LineSplitter::default(), buf: vec![0; CHUNK] };
+        let current = std::fs::metadata(path).ok();
+        match (saved, current) {
+            (Some(pos), Some(meta)) if identity(&meta) == (pos.dev, pos.inode) => {
+                let offset = if meta.len() < pos.offset { 0 } else { pos.offset };
+                follower.open_at(offset);
+            }
+            (Some(pos), current) => {
+                if let Some(rotated) = find_by_inode(path, pos) {
+                    tracing::info!(file = %rotated.display(), "reading the rest of a log rotated while pbxguard was down");
+                    follower.drain_other(&rotated, pos.offset, on_line);
+                }
+                // The current file appeared after our last read: all of it is new.
+                if current.is_some() {
+                    follower.open_at(0);
+                }
+            }
+            (None, Some(meta)) => follower.open_at(if start == Start::End { meta.len() } else { 0 }),
+            (None, None) => {}
+        }
+        follower
+    }
+
+    /// The file's path as configured.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Current position, to be saved.
+    pub fn position(&self) -> Option<FilePosition> {
+        self.open.as_ref().map(|(_, pos)| *pos)
+    }
+
+    /// Lines dropped for being too long so far.
+    pub fn oversized(&self) -> u64 {
+        self.splitter.oversized()
+    }
+
+    fn open_at(&mut self, offset: u64) {
+        match File::open(&self.path).and_then(|mut f| {
+            let meta = f.metadata()?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok((f, FilePosition { dev: meta.dev(), inode: meta.ino(), offset }))
+        }) {
+            Ok(open) => {
+                self.open = Some(open);
+                self.splitter.reset();
+            }
+            Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "cannot open log"),
+        }
+    }
+
+    /// Reads `path` from `offset` to its end, without adopting it.
+    fn drain_other(&mut self, path: &Path, offset: u64, on_line: &mut dyn FnMut(&[u8])) {
+        if let Ok(mut file) = File::open(path)
+            && file.seek(SeekFrom::Start(offset)).is_ok()
+        {
+            let mut splitter = LineSplitter::default();
+            let mut ignored = 0;
+            let _ = read_to_end(&mut file, &mut self.buf, &mut splitter, &mut ignored, on_line);
+        }
+    }
+
+    /// Reads everything new, following rotation and truncation. Returns bytes read.
+    pub fn poll(&mut self, on_line: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        let mut total = 0;
+        // 1. Drain what we have open, even if it was renamed away meanwhile.
+        if let Some((file, pos)) = self.open.as_mut() {
+            total += read_to_end(file, &mut self.buf, &mut self.splitter, &mut pos.offset, on_line)?;
+        }
+        // 2. Has the path been replaced or truncated?
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(total),
+            Err(e) => return Err(e),
+        };
+        let replaced = self.open.as_ref().is_none_or(|(_, pos)| identity(&meta) != (pos.dev, pos.inode));
+        if replaced {
+            if self.open.is_some() {
+                tracing::info!(file = %self.path.display(), "log rotated; following the new file from its start");
+            }
+            self.open_at(0);
+        } else if let Some((file, pos)) = self.open.as_mut()
+            && meta.len() < pos.offset
+        {
+            tracing::info!(file = %self.path.display(), "log truncated; reading it again from its start");
+            file.seek(SeekFrom::Start(0))?;
+            pos.offset = 0;
+            self.splitter.reset();
+        } else {
+            return Ok(total);
+        }
+        if let Some((file, pos)) = self.open.as_mut() {
+            total += read_to_end(file, &mut self.buf, &mut self.splitter, &mut pos.offset, on_line)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Reads to EOF, feeding lines; `offset` advances over complete lines only.
+fn read_to_end(
+    file: &mut File,
+    buf: &mut [u8],
+    splitter: &mut LineSplitter,
+    offset: &mut u64,
+    on_line: &mut dyn FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        splitter.feed(&buf[..n], on_line);
+        total += n as u64;
+    }
+    // Position after the last complete line: a restart re-reads a partial line whole.
+    *offset = file.stream_position()? - splitter.pending() as u64;
+    Ok(total)
+}
+
+/// A file in `path`'s directory with the saved inode (logrotate's `full.1`, `full-20261126`).
+fn find_by_inode(path: &Path, pos: FilePosition) -> Option<PathBuf> {
+    let dir = path.parent()?;
+    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && identity(&m) == (pos.dev, pos.inode) && m.len() >= pos.offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    struct Log {
+        dir: tempfile::TempDir,
+    }
+
+    impl Log {
+        fn new() -> Log {
+            Log { dir: tempfile::tempdir().unwrap() }
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+        fn append(&self, name: &str, text: &str) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(name)).unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        }
+    }
+
+    fn poll(f: &mut FileFollower) -> Vec<String> {
+        let mut out = Vec::new();
+        f.poll(&mut |l| out.push(String::from_utf8_lossy(l).into_owned())).unwrap();
+        out
+    }
+
+    fn start(path: &Path, saved: Option<FilePosition>, start: Start) -> (FileFollower, Vec<String>) {
+        let mut out = Vec::new();
+        let f = FileFollower::new(path, saved, start, &mut |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        (f, out)
+    }
+
+    #[test]
+    fn new_file_starts_at_end_unless_backlog() {
+        let log = Log::new();
+        log.append("full", "old\n");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        log.append("full", "new\n");
+        assert_eq!(poll(&mut f), ["new"]);
+        let (mut f, _) = start(&log.path("full"), None, Start::Beginning);
+        assert_eq!(poll(&mut f), ["old", "new"]);
+    }
+
+    #[test]
+    fn rename_and_create_rotation() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        log.append("full", "a\n");
+        std::fs::rename(log.path("full"), log.path("full.1")).unwrap();
+        log.append("full.1", "late write to the old file\n");
+        log.append("full", "b\n");
+        assert_eq!(poll(&mut f), ["a", "late write to the old file", "b"]);
+        log.append("full", "c\n");
+        assert_eq!(poll(&mut f), ["c"]);
+    }
+
+    #[test]
+    fn copytruncate_rotation() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        log.append("full", "a long first line\n");
+        assert_eq!(poll(&mut f), ["a long first line"]);
+        std::fs::OpenOptions::new().write(true).truncate(true).open(log.path("full")).unwrap();
+        log.append("full", "b\n");
+        assert_eq!(poll(&mut f), ["b"]);
+    }
+
+    #[test]
+    fn delete_and_recreate_and_missing_at_start() {
+        let log = Log::new();
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        assert!(poll(&mut f).is_empty());
+        log.append("full", "created later\n");
+        assert_eq!(poll(&mut f), ["created later"]);
+        std::fs::remove_file(log.path("full")).unwrap();
+        assert!(poll(&mut f).is_empty());
+        log.append("full", "recreated\n");
+        assert_eq!(poll(&mut f), ["recreated"]);
+    }
+
+    #[test]
+    fn symlinked_path() {
+        let log = Log::new();
+        log.append("real", "");
+        std::os::unix::fs::symlink(log.path("real"), log.path("link")).unwrap();
+        let (mut f, _) = start(&log.path("link"), None, Start::End);
+        log.append("real", "via link\n");
+        assert_eq!(poll(&mut f), ["via link"]);
+    }
+
+    #[test]
+    fn partial_line_waits_and_restart_resumes() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        log.append("full", "one\ntw");
+        assert_eq!(poll(&mut f), ["one"]);
+        let saved = f.position().unwrap();
+        drop(f);
+        // Written while "down".
+        log.append("full", "o\nthree\n");
+        let (mut f, caught_up) = start(&log.path("full"), Some(saved), Start::End);
+        assert!(caught_up.is_empty());
+        assert_eq!(poll(&mut f), ["two", "three"]);
+    }
+
+    #[test]
+    fn rotation_while_down_reads_the_rotated_tail_first() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        log.append("full", "seen\n");
+        poll(&mut f);
+        let saved = f.position().unwrap();
+        drop(f);
+        log.append("full", "missed before rotation\n");
+        std::fs::rename(log.path("full"), log.path("full.1")).unwrap();
+        log.append("full", "after rotation\n");
+        let (mut f, caught_up) = start(&log.path("full"), Some(saved), Start::End);
+        assert_eq!(caught_up, ["missed before rotation"]);
+        assert_eq!(poll(&mut f), ["after rotation"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_passed_as_bytes() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        std::fs::OpenOptions::new().append(true).open(log.path("full")).unwrap().write_all(b"bad \xff\xfe bytes\n").unwrap();
+        let mut got = Vec::new();
+        f.poll(&mut |l| got.push(l.to_vec())).unwrap();
+        assert_eq!(got, [b"bad \xff\xfe bytes".to_vec()]);
+    }
+}

@@ -1,0 +1,122 @@
+//! Follows a systemd journal unit (Debian 12's sshd logs only there) through
+//! `journalctl --follow --output=json`, resuming after the last cursor it handled.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use super::{Shared, SourceStats};
+use crate::detect::Matcher;
+
+/// What to follow.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The unit (`ssh.service`).
+    pub unit: String,
+    /// A journal directory instead of the system journal.
+    pub directory: Option<PathBuf>,
+    /// On first start, read the unit's whole journal instead of only new entries.
+    pub read_backlog: bool,
+}
+
+impl Spec {
+    /// Key of this journal's cursor in the positions file.
+    pub fn key(&self) -> String {
+        match &self.directory {
+            Some(dir) => format!("{}@{}", self.unit, dir.display()),
+            None => self.unit.clone(),
+        }
+    }
+
+    /// The journalctl command line resuming after `cursor`.
+    pub fn command(&self, cursor: Option<&str>) -> Command {
+        let mut cmd = Command::new("journalctl");
+        cmd.args(["--follow", "--output=json", "--no-pager", "--quiet", "--unit"]).arg(&self.unit);
+        if let Some(dir) = &self.directory {
+            cmd.arg("--directory").arg(dir);
+        }
+        match cursor {
+            Some(cursor) => {
+                cmd.arg("--after-cursor").arg(cursor);
+            }
+            None if self.read_backlog => {
+                cmd.arg("--no-tail");
+            }
+            None => {
+                cmd.arg("--lines=0");
+            }
+        }
+        cmd
+    }
+}
+
+/// The running journalctl, so the daemon can stop it.
+#[derive(Debug, Default)]
+pub struct Child {
+    pid: Mutex<Option<u32>>,
+}
+
+impl Child {
+    /// Terminates the running journalctl, if any.
+    pub fn kill(&self) {
+        if let Some(pid) = *self.pid.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+/// The text of a journal entry's MESSAGE (a string, or an array of bytes when not UTF-8).
+pub fn message(entry: &Value) -> Option<Vec<u8>> {
+    match entry.get("MESSAGE")? {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect(),
+        _ => None,
+    }
+}
+
+/// The thread body of a journal source: runs journalctl, restarting it if it exits.
+pub(super) fn follow(index: usize, spec: &Spec, matcher: &Matcher, stats: &SourceStats, shared: &Shared, child: &Child) {
+    let key = spec.key();
+    let mut scratch = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        let cursor = shared.positions.lock().unwrap_or_else(|p| p.into_inner()).journals.get(&key).cloned();
+        let mut cmd = spec.command(cursor.as_deref());
+        let mut process = match cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(unit = %spec.unit, error = %e, "cannot run journalctl; is systemd installed?");
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+        };
+        *child.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.id());
+        let stdout = process.stdout.take().expect("piped");
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let Ok(entry) = serde_json::from_slice::<Value>(&line) else { continue };
+            if let Some(text) = message(&entry)
+                && !shared.line(index, matcher, stats, &mut scratch, &text)
+            {
+                let _ = process.kill();
+                return;
+            }
+            if let Some(cursor) = entry.get("__CURSOR").and_then(Value::as_str) {
+                shared.positions.lock().unwrap_or_else(|p| p.into_inner()).journals.insert(key.clone(), cursor.to_string());
+                shared.dirty.store(true, Ordering::Release);
+            }
+        }
+        let _ = process.kill();
+        let _ = process.wait();
+        *child.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !shared.stop.load(Ordering::Acquire) {
+            tracing::warn!(unit = %spec.unit, "journalctl exited; restarting in 2s");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}

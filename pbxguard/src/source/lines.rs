@@ -1,0 +1,111 @@
+//! Splits a byte stream into lines: partial last lines wait for their newline, oversized lines
+//! are dropped whole, bytes are never decoded (invalid UTF-8 is just bytes).
+
+/// Longest line we look at. Longer lines are dropped entirely: cutting one would let an
+/// attacker end the cut piece with a fake "failed for <victim>" tail.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Incremental line splitter.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    discarding: bool,
+    oversized: u64,
+}
+
+impl LineSplitter {
+    /// Feeds a chunk; calls `on_line` for each complete line (without `\n`).
+    pub fn feed(&mut self, mut chunk: &[u8], on_line: &mut dyn FnMut(&[u8])) {
+        while let Some(end) = memchr::memchr(b'\n', chunk) {
+            let piece = &chunk[..end];
+            chunk = &chunk[end + 1..];
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            if self.partial.is_empty() {
+                on_line(piece);
+            } else if self.partial.len() + piece.len() <= MAX_LINE {
+                self.partial.extend_from_slice(piece);
+                on_line(&self.partial);
+                self.partial.clear();
+            } else {
+                self.partial.clear();
+                self.oversized += 1;
+            }
+        }
+        if self.discarding {
+            return;
+        }
+        if self.partial.len() + chunk.len() > MAX_LINE {
+            self.partial.clear();
+            self.discarding = true;
+            self.oversized += 1;
+        } else {
+            self.partial.extend_from_slice(chunk);
+        }
+    }
+
+    /// Forgets a partial line (the file it came from was replaced or truncated).
+    pub fn reset(&mut self) {
+        self.partial.clear();
+        self.discarding = false;
+    }
+
+    /// Lines dropped for being longer than [`MAX_LINE`].
+    pub fn oversized(&self) -> u64 {
+        self.oversized
+    }
+
+    /// Bytes of an incomplete last line held back.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, LineSplitter) {
+        let mut s = LineSplitter::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, &mut |l| out.push(l.to_vec()));
+        }
+        (out, s)
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline() {
+        let (lines, s) = split(&[b"one\ntw", b"o\nthr"]);
+        assert_eq!(lines, [b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(s.pending(), 3);
+    }
+
+    #[test]
+    fn oversized_lines_are_dropped_whole() {
+        let big = vec![b'x'; MAX_LINE + 10];
+        let (lines, s) = split(&[b"a\n", &big[..40_000], &big[40_000..], b"tail of big\nb\n"]);
+        assert_eq!(lines, [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(s.oversized(), 1);
+        let (lines, _) = split(&[&big, b"\nc\n"]);
+        assert_eq!(lines, [b"c".to_vec()]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_lines(data in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..2000), cuts in proptest::collection::vec(0usize..2000, 0..10)) {
+            let whole = split(&[&data]).0;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut start = 0;
+            for c in cuts { chunks.push(&data[start..c]); start = c; }
+            chunks.push(&data[start..]);
+            prop_assert_eq!(split(&chunks).0, whole);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Log sources: files followed with inotify (via `notify`) and systemd journal units, each
+//! on its own thread, turning matching lines into [`Event`]s for the engine.
+//!
+//! inotify wakes a source when its directory changes; a slow safety re-check (every few
+//! seconds) covers the rare lost event. Positions are kept in `state_dir/positions.json`
+//! so a restarted daemon reads what was written while it was down.
+
+pub mod file;
+pub mod journal;
+pub mod lines;
+pub mod positions;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::RecvTimeoutError,
+    },
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
+};
+
+use notify::{RecursiveMode, Watcher as _};
+use serde::Serialize;
+use tokio::sync::mpsc::Sender;
+
+use self::{
+    file::{FileFollower, Start},
+    positions::Positions,
+};
+use crate::{
+    config::{Config, SourceConfig},
+    detect::{Matcher, pattern::PatternError},
+};
+
+/// A recognised failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The source address at the rule's anchored position.
+    pub ip: IpAddr,
+    /// Filter name.
+    pub filter: Arc<str>,
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Index of the `[[source]]` it came from (for per-source thresholds).
+    pub source: usize,
+    /// When the line was read.
+    pub at: SystemTime,
+}
+
+/// Lines read and matched by one source, for status and metrics.
+#[derive(Debug, Default, Serialize)]
+pub struct SourceStats {
+    /// The file path or journal unit.
+    pub name: String,
+    /// Lines read.
+    pub lines: AtomicU64,
+    /// Lines that matched a rule.
+    pub matches: AtomicU64,
+    /// Lines dropped for exceeding 64 KiB.
+    pub oversized: AtomicU64,
+}
+
+/// Why sources could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A filter failed to compile.
+    #[error("source {source_name}: {error}")]
+    Pattern {
+        /// Which source.
+        source_name: String,
+        /// What failed.
+        error: PatternError,
+    },
+    /// A source names a filter that does not exist (the config check prevents this).
+    #[error("source {0}: unknown filter `{1}`")]
+    UnknownFilter(String, String),
+}
+
+/// How often a source re-checks its files without an inotify event.
+const SAFETY_RECHECK: Duration = Duration::from_secs(5);
+
+/// The running sources.
+pub struct Sources {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    positions: Arc<Mutex<Positions>>,
+    dirty: Arc<AtomicBool>,
+    state_dir: PathBuf,
+    stats: Vec<Arc<SourceStats>>,
+    journals: Vec<Arc<journal::Child>>,
+}
+
+/// Shared plumbing handed to every source thread.
+#[derive(Clone)]
+struct Shared {
+    stop: Arc<AtomicBool>,
+    positions: Arc<Mutex<Positions>>,
+    dirty: Arc<AtomicBool>,
+    events: Sender<Event>,
+}
+
+impl Shared {
+    /// Matches a line and forwards a hit; false when the engine is gone.
+    fn line(&self, index: usize, matcher: &Matcher, stats: &SourceStats, scratch: &mut Vec<u8>, line: &[u8]) -> bool {
+        stats.lines.fetch_add(1, Ordering::Relaxed);
+        let Some(hit) = matcher.find_with(line, scratch) else { return true };
+        stats.matches.fetch_add(1, Ordering::Relaxed);
+        let event = Event { ip: hit.ip, filter: hit.filter, rule: hit.rule, source: index, at: SystemTime::now() };
+        self.events.blocking_send(event).is_ok()
+    }
+}
+
+/// Compiles the matcher for one source from its filter names.
+pub fn matcher_for(config: &Config, source: &SourceConfig, name: &str) -> Result<Matcher, SourceError> {
+    let mut specs = Vec::new();
+    for filter in &source.filters {
+        specs.push(config.filter_spec(filter).ok_or_else(|| SourceError::UnknownFilter(name.into(), filter.clone()))?);
+    }
+    Matcher::new(&specs).map_err(|error| SourceError::Pattern { source_name: name.into(), error })
+}
+
+/// Display name of a source.
+pub fn source_name(source: &SourceConfig) -> String {
+    match (&source.path, &source.journal_unit) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(unit)) => format!("journal:{unit}"),
+        (None, None) => "(none)".into(),
+    }
+}
+
+impl Sources {
+    /// Starts a thread per `[[source]]`.
+    pub fn start(config: &Config, events: Sender<Event>) -> Result<Sources, SourceError> {
+        let state_dir = config.daemon.state_dir.clone();
+        let shared = Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            positions: Arc::new(Mutex::new(Positions::load(&state_dir))),
+            dirty: Arc::new(AtomicBool::new(false)),
+            events,
+        };
+        let mut threads = Vec::new();
+        let mut stats = Vec::new();
+        let mut journals = Vec::new();
+        for (index, source) in config.source.iter().enumerate() {
+            let name = source_name(source);
+            let matcher = matcher_for(config, source, &name)?;
+            let stat = Arc::new(SourceStats { name: name.clone(), ..SourceStats::default() });
+            stats.push(stat.clone());
+            let shared = shared.clone();
+            let thread = if let Some(path) = source.path.clone() {
+                let start = if source.read_backlog { Start::Beginning } else { Start::End };
+                std::thread::Builder::new()
+                    .name(format!("source-{index}"))
+                    .spawn(move || follow_files(index, &path, start, &matcher, &stat, &shared))
+                    .expect("spawn source thread")
+            } else {
+                let child = Arc::new(journal::Child::default());
+                journals.push(child.clone());
+                let spec = journal::Spec {
+                    unit: source.journal_unit.clone().unwrap_or_default(),
+                    directory: source.journal_directory.clone(),
+                    read_backlog: source.read_backlog,
+                };
+                std::thread::Builder::new()
+                    .name(format!("source-{index}"))
+                    .spawn(move || journal::follow(index, &spec, &matcher, &stat, &shared, &child))
+                    .expect("spawn source thread")
+            };
+            tracing::info!(source = %name, filters = ?source.filters, "following");
+            threads.push(thread);
+        }
+        Ok(Sources {
+            stop: shared.stop,
+            threads,
+            positions: shared.positions,
+            dirty: shared.dirty,
+            state_dir,
+            stats,
+            journals,
+        })
+    }
+
+    /// Per-source counters.
+    pub fn stats(&self) -> &[Arc<SourceStats>] {
+        &self.stats
+    }
+
+    /// Writes positions if they changed since the last save.
+    pub fn save_positions(&self) {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Err(e) = positions.save(&self.state_dir) {
+                tracing::error!(error = %e, "saving log positions failed");
+                self.dirty.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Stops every source and saves positions.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        for child in &self.journals {
+            child.kill();
+        }
+        for thread in std::mem::take(&mut self.threads) {
+            let _ = thread.join();
+        }
+        self.save_positions();
+    }
+}
+
+/// Splits a configured path into its directory and a file-name pattern (glob allowed in the
+/// last component).
+fn split_path(path: &Path) -> (PathBuf, Option<glob::Pattern>, PathBuf) {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let pattern = name.contains(['*', '?', '[']).then(|| glob::Pattern::new(&name).ok()).flatten();
+    (dir, pattern, path.to_path_buf())
+}
+
+/// The thread body of a file source.
+fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stats: &SourceStats, shared: &Shared) {
+    let (dir, pattern, exact) = split_path(path);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = match notify::recommended_watcher(move |res| {
+        let _ = tx.send(res);
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(source = %path.display(), error = %e, "cannot create an inotify watcher; this source is not followed");
+            return;
+        }
+    };
+    let mut watched: HashSet<PathBuf> = HashSet::new();
+    let mut followers: BTreeMap<PathBuf, FileFollower> = BTreeMap::new();
+    let mut scratch = Vec::new();
+    let mut first_scan = true;
+    let mut alive = true;
+    // Forwards lines until the engine is gone.
+    macro_rules! emit {
+        () => {
+            &mut |line: &[u8]| {
+                if alive && !shared.line(index, matcher, stats, &mut scratch, line) {
+                    alive = false;
+                }
+            }
+        };
+    }
+    while !shared.stop.load(Ordering::Acquire) {
+        // (Re)discover files: the exact path, or every name matching the glob.
+        let candidates: Vec<PathBuf> = match &pattern {
+            None => vec![exact.clone()],
+            Some(p) => std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries.flatten().map(|e| e.path()).filter(|f| f.file_name().is_some_and(|n| p.matches(&n.to_string_lossy()))).collect()
+                })
+                .unwrap_or_default(),
+        };
+        for file in candidates {
+            if followers.contains_key(&file) {
+                continue;
+            }
+            let saved = shared.positions.lock().unwrap_or_else(|p| p.into_inner()).files.get(&file).copied();
+            // Files that appear after start are new: read them whole.
+            let start = if first_scan { start } else { Start::Beginning };
+            let follower = FileFollower::new(&file, saved, start, emit!());
+            followers.insert(file, follower);
+        }
+        first_scan = false;
+        // Watch the directory, and the real directory behind a symlinked file.
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(followers.keys().filter_map(|f| std::fs::canonicalize(f).ok()?.parent().map(Path::to_path_buf)));
+        for d in dirs {
+            if !watched.contains(&d) && watcher.watch(&d, RecursiveMode::NonRecursive).is_ok() {
+                watched.insert(d);
+            }
+        }
+        for follower in followers.values_mut() {
+            if let Err(e) = follower.poll(emit!()) {
+                tracing::warn!(file = %follower.path().display(), error = %e, "reading log failed");
+            }
+            stats.oversized.store(follower.oversized(), Ordering::Relaxed);
+            if let Some(pos) = follower.position() {
+                let mut positions = shared.positions.lock().unwrap_or_else(|p| p.into_inner());
+                if positions.files.get(follower.path()) != Some(&pos) {
+                    positions.files.insert(follower.path().to_path_buf(), pos);
+                    shared.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        if !alive {
+            return;
+        }
+        // Sleep until inotify reports a change (or the safety re-check is due).
+        let deadline = std::time::Instant::now() + SAFETY_RECHECK;
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(_) => {
+                    while rx.try_recv().is_ok() {}
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if shared.stop.load(Ordering::Acquire) || std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
