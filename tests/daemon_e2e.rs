@@ -271,19 +271,28 @@ fn detecting(lab: &Lab) -> (Daemon, std::path::PathBuf) {
     );
     let log = daemon.dir.path().join("full");
     std::fs::write(&log, "").unwrap();
-    let text = std::fs::read_to_string(&daemon.config).unwrap().replace("LOG", log.to_str().unwrap());
+    let text = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("LOG", log.to_str().unwrap());
     std::fs::write(&daemon.config, text).unwrap();
     daemon.launch(&[]);
     (daemon, log)
 }
 
 fn failure(from: &str, user: &str) -> String {
-    format!("[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"{user}\" <sip:{user}@10.77.0.1>' failed for '{from}:5060' - Wrong password\n")
+    format!(
+        "[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"{user}\" <sip:{user}@10.77.0.1>' failed for '{from}:5060' - Wrong password\n"
+    )
 }
 
 fn append(log: &std::path::Path, text: &str) {
     use std::io::Write as _;
-    std::fs::OpenOptions::new().append(true).open(log).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
 }
 
 fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
@@ -293,7 +302,11 @@ fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
         if let Some(ban) = list.as_array().unwrap().iter().find(|b| b["net"] == net) {
             return ban.clone();
         }
-        assert!(Instant::now() < deadline, "{net} never banned; bans: {list}\n{}", daemon.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "{net} never banned; bans: {list}\n{}",
+            daemon.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -305,7 +318,13 @@ fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
     assert_eq!(v4(&lab), [N, N]);
     // The attacker puts the phone's address in its user name; the phone itself also fails.
     for _ in 0..3 {
-        append(&log, &failure(&ATTACKER.to_string(), &format!("' failed for '{PHONE}:5060' - Wrong password")));
+        append(
+            &log,
+            &failure(
+                &ATTACKER.to_string(),
+                &format!("' failed for '{PHONE}:5060' - Wrong password"),
+            ),
+        );
     }
     for _ in 0..5 {
         append(&log, &failure(&PHONE.to_string(), "100"));
@@ -314,10 +333,17 @@ fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
     assert_eq!(ban["source"], "lab");
     assert_eq!(ban["rule"], "wrong_password");
     assert_eq!(ban["failures"], 3);
-    assert_eq!(v4(&lab), [0, N], "attacker dropped, allowlisted phone untouched");
+    assert_eq!(
+        v4(&lab),
+        [0, N],
+        "attacker dropped, allowlisted phone untouched"
+    );
     let status = daemon.json(&["status"]);
     assert_eq!(status["bans"], 1, "only the attacker is banned: {status}");
-    assert!(status["ignored_failures"].as_u64().unwrap() >= 5, "{status}");
+    assert!(
+        status["ignored_failures"].as_u64().unwrap() >= 5,
+        "{status}"
+    );
     assert_eq!(status["sources"][0]["matches"], 8);
 }
 
@@ -340,5 +366,53 @@ fn failures_written_while_down_are_read_on_start() {
     // so with one more line they reach maxretry = 3); the line read before is not re-read.
     append(&log, &failure(&ATTACKER.to_string(), "103"));
     wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
-    assert_eq!(daemon.json(&["status"])["sources"][0]["matches"], 3, "the line before the restart is not read twice");
+    assert_eq!(
+        daemon.json(&["status"])["sources"][0]["matches"],
+        3,
+        "the line before the restart is not read twice"
+    );
+}
+
+#[test]
+fn journal_unit_failures_ban_and_resume_after_restart() {
+    let lab = Lab::new();
+    let journal = tempfile::tempdir().unwrap();
+    let fail = format!("Failed password for invalid user admin from {ATTACKER} port 4242 ssh2");
+    testenv::journal_append(journal.path(), "ssh.service", &[&fail, &fail, &fail]);
+    let mut daemon = Daemon::start(
+        &lab,
+        &format!(
+            "[policy]\nmaxretry = 2\n\n[[source]]\njournal_unit = \"ssh.service\"\njournal_directory = \"{}\"\nfilters = [\"lab-ssh\"]\n\n\
+             [[filter]]\nname = \"lab-ssh\"\n[[filter.rule]]\nname = \"failed_password\"\nregex = 'Failed password for .* from <HOST> port \\d+ ssh2'\n",
+            journal.path().display()
+        ),
+    );
+    // History from before the first start is not read (only new entries count).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon
+            .json(&["bans", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    testenv::journal_append(journal.path(), "ssh.service", &[&fail]);
+    testenv::journal_append(journal.path(), "other.service", &[&fail, &fail]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.json(&["status"])["sources"][0]["matches"] != 1 {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Entries written while the daemon is down are read after the saved cursor (failure
+    // counts are in memory, so both of these are needed for maxretry = 2).
+    daemon.terminate();
+    testenv::journal_append(journal.path(), "ssh.service", &[&fail, &fail]);
+    daemon.launch(&[]);
+    wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    assert_eq!(
+        daemon.json(&["status"])["sources"][0]["matches"],
+        2,
+        "nothing read twice"
+    );
+    assert_eq!(v4(&lab), [0, N]);
 }

@@ -15,7 +15,7 @@
 //! values (addresses, quotes, copies of the rule's own wording) and with random strings:
 //! the expected address, and only it, must come out every time.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, sync::LazyLock};
 
 use pbxguard::detect::{Matcher, filters};
 use proptest::prelude::*;
@@ -28,7 +28,9 @@ struct Case {
 }
 
 fn cases(filter: &str) -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/filters").join(format!("{filter}.txt"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/filters")
+        .join(format!("{filter}.txt"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
@@ -38,32 +40,52 @@ fn cases(filter: &str) -> Vec<Case> {
             continue;
         }
         if let Some(expect) = raw.strip_prefix("=> ") {
-            let (line_no, line) = pending.take().unwrap_or_else(|| panic!("{filter}.txt:{number}: `=>` without a log line"));
+            let (line_no, line) = pending
+                .take()
+                .unwrap_or_else(|| panic!("{filter}.txt:{number}: `=>` without a log line"));
             let expect = expect.split('#').next().unwrap().trim();
             let expect = if expect == "nothing" {
                 None
             } else {
-                let (ip, rule) = expect
-                    .split_once(' ')
-                    .unwrap_or_else(|| panic!("{filter}.txt:{number}: expected `=> IP RULE` or `=> nothing`"));
-                Some((ip.parse().unwrap_or_else(|_| panic!("{filter}.txt:{number}: bad IP {ip}")), rule.trim().to_string()))
+                let (ip, rule) = expect.split_once(' ').unwrap_or_else(|| {
+                    panic!("{filter}.txt:{number}: expected `=> IP RULE` or `=> nothing`")
+                });
+                Some((
+                    ip.parse()
+                        .unwrap_or_else(|_| panic!("{filter}.txt:{number}: bad IP {ip}")),
+                    rule.trim().to_string(),
+                ))
             };
-            out.push(Case { file: format!("{filter}.txt"), number: line_no, line, expect });
+            out.push(Case {
+                file: format!("{filter}.txt"),
+                number: line_no,
+                line,
+                expect,
+            });
         } else {
-            assert!(pending.is_none(), "{filter}.txt:{number}: previous line has no `=>` expectation");
+            assert!(
+                pending.is_none(),
+                "{filter}.txt:{number}: previous line has no `=>` expectation"
+            );
             pending = Some((number, raw.to_string()));
         }
     }
-    assert!(pending.is_none(), "{filter}.txt: last line has no `=>` expectation");
+    assert!(
+        pending.is_none(),
+        "{filter}.txt: last line has no `=>` expectation"
+    );
     out
 }
 
 fn matcher(filter: &str) -> Matcher {
-    Matcher::new(&[filters::named(filter).expect("built-in filter")]).expect("built-in rules compile")
+    Matcher::new(&[filters::named(filter).expect("built-in filter")])
+        .expect("built-in rules compile")
 }
 
 fn check(m: &Matcher, case: &Case, line: &str) {
-    let got = m.find(line.as_bytes()).map(|hit| (hit.ip, hit.rule.to_string()));
+    let got = m
+        .find(line.as_bytes())
+        .map(|hit| (hit.ip, hit.rule.to_string()));
     assert_eq!(got, case.expect, "{}:{}: {line}", case.file, case.number);
 }
 
@@ -101,7 +123,8 @@ fn check_all(filter: &str) {
     let spec = filters::named(filter).unwrap();
     for rule in &spec.rules {
         assert!(
-            all.iter().any(|c| c.expect.as_ref().is_some_and(|(_, r)| *r == rule.name)),
+            all.iter()
+                .any(|c| c.expect.as_ref().is_some_and(|(_, r)| *r == rule.name)),
             "rule `{}` of `{filter}` has no golden line in tests/filters/{filter}.txt",
             rule.name
         );
@@ -124,6 +147,11 @@ fn freeswitch() {
 }
 
 #[test]
+fn freeswitch_challenge() {
+    check_all("freeswitch-challenge");
+}
+
+#[test]
 fn kamailio() {
     check_all("kamailio");
 }
@@ -138,33 +166,41 @@ fn sshd() {
     check_all("sshd");
 }
 
-fn templates() -> Vec<(String, Case)> {
+/// Every `{EVIL}` template with an expected address, by filter (built once).
+static TEMPLATES: LazyLock<Vec<(String, Case)>> = LazyLock::new(|| {
     filters::NAMES
         .iter()
         .flat_map(|f| cases(f).into_iter().map(move |c| (f.to_string(), c)))
         .filter(|(_, c)| c.line.contains("{EVIL}") && c.expect.is_some())
         .collect()
-}
+});
+
+static MATCHERS: LazyLock<HashMap<String, Matcher>> = LazyLock::new(|| {
+    filters::NAMES
+        .iter()
+        .map(|f| (f.to_string(), matcher(f)))
+        .collect()
+});
+
+static ALL: LazyLock<Matcher> = LazyLock::new(|| Matcher::new(&filters::builtin()).unwrap());
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     /// Random attacker text in every template never changes the address that comes out.
     #[test]
     fn attacker_text_never_moves_the_address(evil in "[ -~]{0,80}", pick in any::<prop::sample::Index>()) {
-        let templates = templates();
-        prop_assume!(!templates.is_empty());
-        let (filter, case) = &templates[pick.index(templates.len())];
+        prop_assume!(!TEMPLATES.is_empty());
+        let (filter, case) = &TEMPLATES[pick.index(TEMPLATES.len())];
         let line = case.line.replace("{EVIL}", &evil);
-        let got = matcher(filter).find(line.as_bytes()).map(|hit| (hit.ip, hit.rule.to_string()));
+        let got = MATCHERS[filter].find(line.as_bytes()).map(|hit| (hit.ip, hit.rule.to_string()));
         prop_assert_eq!(got, case.expect.clone(), "{}:{}: {}", case.file, case.number, line);
     }
 
     /// Arbitrary bytes never panic any filter, and a match's address always occurs in the line.
     #[test]
     fn random_lines_never_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let m = Matcher::new(&filters::builtin()).unwrap();
-        if let Some(hit) = m.find(&line)
+        if let Some(hit) = ALL.find(&line)
             && hit.ip.is_ipv4()
         {
             // IPv6 text may be written uncompressed; dotted IPv4 always appears as is.

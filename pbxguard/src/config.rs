@@ -62,7 +62,10 @@ pub struct Thresholds {
     /// Failures within `findtime` that trigger a ban.
     pub maxretry: Option<u32>,
     /// Window in which failures are counted.
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub findtime: Option<Duration>,
     /// First ban's length (later ones escalate).
     pub bantime: Option<BanDuration>,
@@ -122,7 +125,10 @@ pub struct OffHoursConfig {
     /// Failures within `findtime` that trigger a ban.
     pub maxretry: Option<u32>,
     /// Window in which failures are counted.
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub findtime: Option<Duration>,
     /// Ban length inside the windows.
     pub bantime: Option<BanDuration>,
@@ -131,7 +137,11 @@ pub struct OffHoursConfig {
 impl OffHoursConfig {
     /// The overrides that apply inside the windows.
     pub fn thresholds(&self) -> Thresholds {
-        Thresholds { maxretry: self.maxretry, findtime: self.findtime, bantime: self.bantime }
+        Thresholds {
+            maxretry: self.maxretry,
+            findtime: self.findtime,
+            bantime: self.bantime,
+        }
     }
 }
 
@@ -152,7 +162,10 @@ pub struct SourceConfig {
     /// Failures within `findtime` that trigger a ban.
     pub maxretry: Option<u32>,
     /// Window in which failures are counted.
-    #[serde(with = "duration_serde::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "duration_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub findtime: Option<Duration>,
     /// First ban's length (later ones escalate).
     pub bantime: Option<BanDuration>,
@@ -161,7 +174,11 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// This source's threshold overrides.
     pub fn thresholds(&self) -> Thresholds {
-        Thresholds { maxretry: self.maxretry, findtime: self.findtime, bantime: self.bantime }
+        Thresholds {
+            maxretry: self.maxretry,
+            findtime: self.findtime,
+            bantime: self.bantime,
+        }
     }
 }
 
@@ -318,18 +335,27 @@ impl Config {
 
     /// Semantic checks serde cannot express; returns the offending key and the message.
     fn validate(&self) -> Result<(), (String, String)> {
-        self.validate_basics().map_err(|(k, m)| (k.to_string(), m))?;
+        self.validate_basics()
+            .map_err(|(k, m)| (k.to_string(), m))?;
         self.validate_detection()
     }
 
     /// Names of every usable filter: built-in and `[[filter]]`.
     pub fn filter_names(&self) -> Vec<String> {
-        filters::NAMES.iter().map(|s| s.to_string()).chain(self.filter.iter().map(|f| f.name.clone())).collect()
+        filters::NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.filter.iter().map(|f| f.name.clone()))
+            .collect()
     }
 
     /// The filter spec called `name`: an admin's `[[filter]]` or a built-in.
     pub fn filter_spec(&self, name: &str) -> Option<FilterSpec> {
-        self.filter.iter().find(|f| f.name == name).cloned().or_else(|| filters::named(name))
+        self.filter
+            .iter()
+            .find(|f| f.name == name)
+            .cloned()
+            .or_else(|| filters::named(name))
     }
 
     fn validate_detection(&self) -> Result<(), (String, String)> {
@@ -338,39 +364,90 @@ impl Config {
             return Err(("policy.maxretry".into(), "must be at least 1".into()));
         }
         if !(1.0..=100.0).contains(&p.bantime_factor) {
-            return Err(("policy.bantime_factor".into(), format!("{} is out of range: use 1.0 (no escalation) to 100", p.bantime_factor)));
+            return Err((
+                "policy.bantime_factor".into(),
+                format!(
+                    "{} is out of range: use 1.0 (no escalation) to 100",
+                    p.bantime_factor
+                ),
+            ));
         }
         if !(1..=128).contains(&p.ipv6_prefix) {
-            return Err(("policy.ipv6_prefix".into(), format!("{} is not a prefix length: use 1 to 128 (default 64)", p.ipv6_prefix)));
+            return Err((
+                "policy.ipv6_prefix".into(),
+                format!(
+                    "{} is not a prefix length: use 1 to 128 (default 64)",
+                    p.ipv6_prefix
+                ),
+            ));
         }
         for (name, t) in &p.filter {
             if !self.filter_names().contains(name) {
-                return Err((format!("policy.filter.{name}"), format!("no filter called `{name}`; known: {}", self.filter_names().join(", "))));
+                return Err((
+                    format!("policy.filter.{name}"),
+                    format!(
+                        "no filter called `{name}`; known: {}",
+                        self.filter_names().join(", ")
+                    ),
+                ));
             }
             if t.maxretry == Some(0) {
-                return Err((format!("policy.filter.{name}.maxretry"), "must be at least 1".into()));
+                return Err((
+                    format!("policy.filter.{name}.maxretry"),
+                    "must be at least 1".into(),
+                ));
             }
         }
         if let Some(off) = &self.offhours {
             if off.schedule.is_empty() {
-                return Err(("offhours.schedule".into(), "no windows: give e.g. schedule = [\"Mon-Fri 18:00-08:00\", \"Sat-Sun\"]".into()));
+                return Err((
+                    "offhours.schedule".into(),
+                    "no windows: give e.g. schedule = [\"Mon-Fri 18:00-08:00\", \"Sat-Sun\"]"
+                        .into(),
+                ));
             }
-            Schedule::parse(&off.schedule).map_err(|e| ("offhours.schedule".to_string(), e.to_string()))?;
+            Schedule::parse(&off.schedule)
+                .map_err(|e| ("offhours.schedule".to_string(), e.to_string()))?;
         }
         for (i, f) in self.filter.iter().enumerate() {
             let key = format!("filter[{i}]");
-            if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err((format!("{key}.name"), format!("`{}` is not a valid filter name (letters, digits, - and _)", f.name)));
+            if f.name.is_empty()
+                || !f
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` is not a valid filter name (letters, digits, - and _)",
+                        f.name
+                    ),
+                ));
             }
-            if filters::NAMES.contains(&f.name.as_str()) || self.filter[..i].iter().any(|o| o.name == f.name) {
-                return Err((format!("{key}.name"), format!("a filter called `{}` already exists; pick another name", f.name)));
+            if filters::NAMES.contains(&f.name.as_str())
+                || self.filter[..i].iter().any(|o| o.name == f.name)
+            {
+                return Err((
+                    format!("{key}.name"),
+                    format!(
+                        "a filter called `{}` already exists; pick another name",
+                        f.name
+                    ),
+                ));
             }
             if f.rules.is_empty() {
-                return Err((format!("{key}.rule"), "a filter needs at least one [[filter.rule]]".into()));
+                return Err((
+                    format!("{key}.rule"),
+                    "a filter needs at least one [[filter.rule]]".into(),
+                ));
             }
             for (j, rule) in f.rules.iter().enumerate() {
-                Matcher::new(&[FilterSpec { rules: vec![rule.clone()], ..f.clone() }])
-                    .map_err(|e| (format!("{key}.rule[{j}].regex"), e.to_string()))?;
+                Matcher::new(&[FilterSpec {
+                    rules: vec![rule.clone()],
+                    ..f.clone()
+                }])
+                .map_err(|e| (format!("{key}.rule[{j}].regex"), e.to_string()))?;
             }
         }
         let known = self.filter_names();
@@ -383,14 +460,23 @@ impl Config {
             if let Some(path) = &s.path
                 && !path.is_absolute()
             {
-                return Err((format!("{key}.path"), format!("`{}` must be an absolute path", path.display())));
+                return Err((
+                    format!("{key}.path"),
+                    format!("`{}` must be an absolute path", path.display()),
+                ));
             }
             if s.filters.is_empty() {
-                return Err((format!("{key}.filters"), format!("no filters: name at least one of {}", known.join(", "))));
+                return Err((
+                    format!("{key}.filters"),
+                    format!("no filters: name at least one of {}", known.join(", ")),
+                ));
             }
             for name in &s.filters {
                 if !known.contains(name) {
-                    return Err((format!("{key}.filters"), format!("no filter called `{name}`; known: {}", known.join(", "))));
+                    return Err((
+                        format!("{key}.filters"),
+                        format!("no filter called `{name}`; known: {}", known.join(", ")),
+                    ));
                 }
             }
             if s.maxretry == Some(0) {
@@ -462,10 +548,17 @@ fn key_line(text: &str, path: &str) -> Option<usize> {
             Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
         };
-        let Some((key, item)) = table.get_key_value(name) else { break };
-        found = key.span().or_else(|| item.span()).map(|s| line_of(text, s.start));
+        let Some((key, item)) = table.get_key_value(name) else {
+            break;
+        };
+        found = key
+            .span()
+            .or_else(|| item.span())
+            .map(|s| line_of(text, s.start));
         if let Some(index) = index {
-            let Some(element) = item.as_array_of_tables().and_then(|a| a.get(index)) else { break };
+            let Some(element) = item.as_array_of_tables().and_then(|a| a.get(index)) else {
+                break;
+            };
             found = element.span().map(|s| line_of(text, s.start)).or(found);
             table = element;
             continue;
@@ -621,7 +714,9 @@ mod tests {
     #[test]
     fn unknown_filter_in_a_source_is_named() {
         assert_error(
-            &format!("{MINIMAL}\n[[source]]\npath = \"/var/log/a\"\nfilters = [\"asterisk\"]\n\n[[source]]\npath = \"/var/log/b\"\nfilters = [\"astrisk\"]\n"),
+            &format!(
+                "{MINIMAL}\n[[source]]\npath = \"/var/log/a\"\nfilters = [\"asterisk\"]\n\n[[source]]\npath = \"/var/log/b\"\nfilters = [\"astrisk\"]\n"
+            ),
             10,
             "source[1].filters",
             "no filter called `astrisk`",
@@ -631,7 +726,9 @@ mod tests {
     #[test]
     fn bad_custom_rule_is_named() {
         assert_error(
-            &format!("{MINIMAL}[[filter]]\nname = \"mine\"\n[[filter.rule]]\nname = \"x\"\nregex = \"no host here\"\n"),
+            &format!(
+                "{MINIMAL}[[filter]]\nname = \"mine\"\n[[filter.rule]]\nname = \"x\"\nregex = \"no host here\"\n"
+            ),
             7,
             "filter[0].rule[0].regex",
             "exactly one <HOST>",

@@ -65,8 +65,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     )?));
     let listener = bind_socket(&socket)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
-    let sources = Sources::start(&engine.lock().expect("not poisoned yet").config().clone(), events_tx)?;
-    engine.lock().expect("not poisoned yet").attach_sources(sources.stats().to_vec());
+    let sources = Sources::start(
+        &engine.lock().expect("not poisoned yet").config().clone(),
+        events_tx,
+    )?;
+    engine
+        .lock()
+        .expect("not poisoned yet")
+        .attach_sources(sources.stats().to_vec());
     let detector = spawn_detector(engine.clone(), events_rx);
     {
         let status = engine.lock().expect("not poisoned yet").status();
@@ -110,7 +116,10 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Hands detected failures to the engine, on its own thread (bans fsync the journal).
-fn spawn_detector(engine: Arc<Mutex<Engine>>, mut events: tokio::sync::mpsc::Receiver<Event>) -> std::thread::JoinHandle<()> {
+fn spawn_detector(
+    engine: Arc<Mutex<Engine>>,
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("detector".into())
         .spawn(move || {

@@ -15,10 +15,10 @@ use serde::Serialize;
 use crate::{
     config::{Config, Mode, Thresholds},
     detect::tracker::{Tracker, source_net},
-    schedule::Schedule,
-    source::{Event, SourceStats},
     enforce::{EnforceError, Enforcer, InterfaceStatus, ReasonStats},
     guard::{Guard, Refusal},
+    schedule::Schedule,
+    source::{Event, SourceStats},
     store::{BanRecord, Damage, Store, StoreError},
     units::BanDuration,
 };
@@ -142,12 +142,20 @@ pub enum Outcome {
 
 /// Length of the `offense`-th ban (1-based): `bantime * factor^(offense-1)`, capped at
 /// `bantime_max`, permanent from `permanent_after` on.
-pub fn escalate(base: BanDuration, offense: u32, policy: &crate::config::PolicyConfig) -> BanDuration {
+pub fn escalate(
+    base: BanDuration,
+    offense: u32,
+    policy: &crate::config::PolicyConfig,
+) -> BanDuration {
     if policy.permanent_after > 0 && offense >= policy.permanent_after {
         return BanDuration::Permanent;
     }
-    let BanDuration::For(base) = base else { return BanDuration::Permanent };
-    let factor = policy.bantime_factor.powi(offense.saturating_sub(1).min(64) as i32);
+    let BanDuration::For(base) = base else {
+        return BanDuration::Permanent;
+    };
+    let factor = policy
+        .bantime_factor
+        .powi(offense.saturating_sub(1).min(64) as i32);
     let secs = (base.as_secs_f64() * factor).min(u64::MAX as f64 / 4.0);
     let scaled = Duration::from_secs_f64(secs);
     match policy.bantime_max {
@@ -172,7 +180,10 @@ pub struct Engine {
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
     // Validated with the config; an invalid schedule cannot reach here.
-    config.offhours.as_ref().and_then(|o| Schedule::parse(&o.schedule).ok())
+    config
+        .offhours
+        .as_ref()
+        .and_then(|o| Schedule::parse(&o.schedule).ok())
 }
 
 impl Engine {
@@ -283,7 +294,11 @@ impl Engine {
     /// inside off-hours windows the off-hours values win.
     pub fn thresholds(&self, filter: &str, source: usize, now: SystemTime) -> Effective {
         let p = &self.config.policy;
-        let mut e = Effective { maxretry: p.maxretry, findtime: p.findtime, bantime: p.bantime };
+        let mut e = Effective {
+            maxretry: p.maxretry,
+            findtime: p.findtime,
+            bantime: p.bantime,
+        };
         if let Some(t) = p.filter.get(filter) {
             e.apply(t);
         }
@@ -318,7 +333,10 @@ impl Engine {
         let failures = self.tracker.record(net, now, t.findtime);
         if failures < t.maxretry {
             tracing::debug!(net = %net, failures, maxretry = t.maxretry, rule = %event.rule, "failure counted");
-            return Ok(Outcome::Counted { failures, maxretry: t.maxretry });
+            return Ok(Outcome::Counted {
+                failures,
+                maxretry: t.maxretry,
+            });
         }
         self.tracker.clear(&net);
         let offense = self.store.offense(&net).map_or(0, |o| o.count) + 1;

@@ -26,12 +26,15 @@ pub struct Schedule {
 
 /// A window that could not be read; says what is accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not a schedule window (expected e.g. \"Mon-Fri 18:00-08:00\", \"Sat,Sun\", \"daily 22:00-06:00\")")]
+#[error(
+    "`{0}` is not a schedule window (expected e.g. \"Mon-Fri 18:00-08:00\", \"Sat,Sun\", \"daily 22:00-06:00\")"
+)]
 pub struct ScheduleError(pub String);
 
 fn day(name: &str) -> Option<usize> {
     let name = name.to_ascii_lowercase();
-    DAYS.iter().position(|d| name.starts_with(d) && name.len() >= 3)
+    DAYS.iter()
+        .position(|d| name.starts_with(d) && name.len() >= 3)
 }
 
 fn minutes(text: &str) -> Option<u32> {
@@ -42,7 +45,10 @@ fn minutes(text: &str) -> Option<u32> {
 
 fn parse_days(text: &str) -> Option<[bool; 7]> {
     let mut days = [false; 7];
-    if matches!(text.to_ascii_lowercase().as_str(), "daily" | "every" | "all") {
+    if matches!(
+        text.to_ascii_lowercase().as_str(),
+        "daily" | "every" | "all"
+    ) {
         return Some([true; 7]);
     }
     for part in text.split(',') {
@@ -115,7 +121,15 @@ impl fmt::Display for Schedule {
                 f.write_str(", ")?;
             }
             let days: Vec<&str> = (0..7).filter(|d| w.days[*d]).map(|d| DAYS[d]).collect();
-            write!(f, "{} {:02}:{:02}-{:02}:{:02}", days.join(","), w.start / 60, w.start % 60, w.end / 60, w.end % 60)?;
+            write!(
+                f,
+                "{} {:02}:{:02}-{:02}:{:02}",
+                days.join(","),
+                w.start / 60,
+                w.start % 60,
+                w.end / 60,
+                w.end % 60
+            )?;
         }
         Ok(())
     }
@@ -133,7 +147,10 @@ mod tests {
     use super::*;
 
     fn at(y: i32, m: u32, d: u32, h: u32, min: u32) -> NaiveDateTime {
-        NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, min, 0).unwrap()
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(h, min, 0)
+            .unwrap()
     }
 
     #[test]
@@ -163,9 +180,19 @@ mod tests {
 
     #[test]
     fn bad_windows_are_explained() {
-        for bad in ["", "Someday", "Mon 25:00-26:00", "Mon 18:00", "Mon-Fri 18:00-08:00 extra", "Mo 1:00-2:00"] {
+        for bad in [
+            "",
+            "Someday",
+            "Mon 25:00-26:00",
+            "Mon 18:00",
+            "Mon-Fri 18:00-08:00 extra",
+            "Mo 1:00-2:00",
+        ] {
             let err = Schedule::parse(&[bad]).unwrap_err();
-            assert!(err.to_string().contains("Mon-Fri 18:00-08:00"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("Mon-Fri 18:00-08:00"),
+                "{bad}: {err}"
+            );
         }
     }
 }

@@ -141,7 +141,9 @@ impl Store {
         let path = dir.join(JOURNAL);
         let (bans, offenses, damage) = match fs::read(&path) {
             Ok(bytes) => replay(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), BTreeMap::new(), Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (BTreeMap::new(), BTreeMap::new(), Vec::new())
+            }
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut damaged_copy = None;
@@ -246,7 +248,12 @@ impl Store {
 
     /// Forgets offenses whose last ban was before `before`; returns how many.
     pub fn forget_offenses(&mut self, before: SystemTime) -> Result<usize, StoreError> {
-        let stale: Vec<IpNet> = self.offenses.iter().filter(|(_, o)| o.last < before).map(|(n, _)| *n).collect();
+        let stale: Vec<IpNet> = self
+            .offenses
+            .iter()
+            .filter(|(_, o)| o.last < before)
+            .map(|(n, _)| *n)
+            .collect();
         for net in &stale {
             self.append(&Entry::Forget { net: *net })?;
             self.offenses.remove(net);
@@ -271,7 +278,11 @@ impl Store {
     }
 }
 
-type Replayed = (BTreeMap<IpNet, BanRecord>, BTreeMap<IpNet, Offense>, Vec<Damage>);
+type Replayed = (
+    BTreeMap<IpNet, BanRecord>,
+    BTreeMap<IpNet, Offense>,
+    Vec<Damage>,
+);
 
 /// Replays journal bytes; damaged lines are skipped and reported.
 fn replay(bytes: &[u8]) -> Replayed {
@@ -332,8 +343,14 @@ fn rewrite(
         buf.push(b'\n');
     }
     for (net, offense) in offenses {
-        serde_json::to_writer(&mut buf, &Entry::Offense { net: *net, offense: *offense })
-            .expect("offenses always serialize");
+        serde_json::to_writer(
+            &mut buf,
+            &Entry::Offense {
+                net: *net,
+                offense: *offense,
+            },
+        )
+        .expect("offenses always serialize");
         buf.push(b'\n');
     }
     {
@@ -478,13 +495,28 @@ mod tests {
         let net = parse_net("192.0.2.1").unwrap();
         let mut store = Store::open(dir.path(), now()).unwrap();
         assert_eq!(store.record_offense(net, now()).unwrap(), 1);
-        assert_eq!(store.record_offense(net, now() + Duration::from_secs(5)).unwrap(), 2);
+        assert_eq!(
+            store
+                .record_offense(net, now() + Duration::from_secs(5))
+                .unwrap(),
+            2
+        );
         drop(store);
         let mut store = Store::open(dir.path(), now()).unwrap();
         assert_eq!(store.offense(&net).unwrap().count, 2);
-        assert_eq!(store.forget_offenses(now() + Duration::from_secs(6)).unwrap(), 1);
+        assert_eq!(
+            store
+                .forget_offenses(now() + Duration::from_secs(6))
+                .unwrap(),
+            1
+        );
         drop(store);
-        assert!(Store::open(dir.path(), now()).unwrap().offense(&net).is_none());
+        assert!(
+            Store::open(dir.path(), now())
+                .unwrap()
+                .offense(&net)
+                .is_none()
+        );
     }
 
     #[test]

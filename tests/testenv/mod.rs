@@ -204,3 +204,35 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Appends entries for `unit` to a journal file in `dir` (via systemd-journal-remote), as
+/// journald would write them.
+pub fn journal_append(dir: &Path, unit: &str, messages: &[&str]) {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut export = String::new();
+    for message in messages {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={now}\n__MONOTONIC_TIMESTAMP={seq}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n\
+             _SYSTEMD_UNIT={unit}\nSYSLOG_IDENTIFIER=sshd\n_HOSTNAME=pbx\nMESSAGE={message}\n\n"
+        ));
+    }
+    let input = dir.join(format!(
+        "batch-{}.export",
+        SEQ.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&input, export).unwrap();
+    let status = Command::new("/lib/systemd/systemd-journal-remote")
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg(&input)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("systemd-journal-remote (cargo xtask setup installs it)");
+    assert!(status.success());
+    std::fs::remove_file(input).unwrap();
+}

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`. `setup` is idempotent and every task that needs the
 //! toolchain calls it first, so a fresh Debian 12 machine needs only the two README commands.
 
+mod bench;
 mod demo;
 mod install;
 mod setup;
@@ -38,6 +39,8 @@ enum Task {
     Test,
     /// Formatting and clippy only.
     Lint,
+    /// Benchmarks: programs that print numbers (matcher vs fail2ban-regex, time to ban).
+    Bench,
     /// Build and install the binary, systemd unit and example config (kept if present).
     Install {
         /// Install under this directory instead of / (for packaging).
@@ -81,6 +84,27 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => {
             setup::run()?;
             lint()
+        }
+        Task::Bench => {
+            setup::run()?;
+            setup::bench_peers()?;
+            build()?;
+            let work = std::env::temp_dir().join("pbxguard-bench");
+            std::fs::create_dir_all(&work)?;
+            bench::matcher(&release_bin(), &work)?;
+            println!("\n== time to ban");
+            let bin = release_bin().display().to_string();
+            cargo(&[
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "pbxguard",
+                "--example",
+                "time_to_ban",
+                "--",
+                &bin,
+            ])
         }
         Task::Install { destdir } => {
             setup::run()?;

@@ -4,13 +4,15 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-/// Debian packages the daemon, its tests and the demo use.
+/// Debian packages the daemon, its tests and the demo use (`systemd-journal-remote` writes
+/// the journal files the journal-source tests follow).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "nftables",
     "xdp-tools",
     "ca-certificates",
+    "systemd-journal-remote",
 ];
 /// The bpf-linker release verified against the pinned nightly (DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -39,7 +41,11 @@ fn check(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn apt() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    install_missing(APT_PACKAGES)
+}
+
+fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|pkg| {
@@ -68,6 +74,11 @@ fn apt() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// What the benchmarks compare against (not needed to build or test).
+pub fn bench_peers() -> anyhow::Result<()> {
+    install_missing(&["fail2ban"])
 }
 
 fn nightly() -> anyhow::Result<()> {

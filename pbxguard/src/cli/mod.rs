@@ -2,6 +2,7 @@
 //! the control socket, except `run` (the daemon) and `check-config` (offline).
 
 mod output;
+pub mod test_log;
 
 use std::{
     path::{Path, PathBuf},
@@ -70,6 +71,17 @@ pub enum Command {
     Stats(JsonFlag),
     /// Validate a config file; exits non-zero and names the file, line and key on error.
     CheckConfig,
+    /// Run filters over a log file without a daemon (like fail2ban-regex).
+    TestLog {
+        /// The log file.
+        file: PathBuf,
+        /// Only this filter (repeatable); default: every built-in and configured filter.
+        #[arg(long = "filter", value_name = "NAME")]
+        filters: Vec<String>,
+        /// One JSON object per matching line (JSON Lines): line, ip, filter, rule.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--json` for machine-readable output.
@@ -133,6 +145,44 @@ pub fn main(cli: Cli) -> Exit {
                 Exit::BadConfig
             }
         },
+        Command::TestLog {
+            file,
+            filters,
+            json,
+        } => {
+            // A custom filter may live in the config; a missing default config is fine.
+            let config = match Config::load(&cli.config) {
+                Ok(config) => Some(config),
+                Err(_) if !cli.config.exists() => None,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Exit::BadConfig;
+                }
+            };
+            let specs = match test_log::select(config.as_ref(), &filters) {
+                Ok(specs) => specs,
+                Err(e) => {
+                    eprintln!("pbxguard: {e}");
+                    return Exit::Failure;
+                }
+            };
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            let out: Option<&mut dyn std::io::Write> = if json { Some(&mut lock) } else { None };
+            match test_log::run(&file, &specs, out) {
+                Ok(summary) => {
+                    drop(lock);
+                    if !json {
+                        print!("{}", test_log::render(&summary));
+                    }
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("pbxguard: {e}");
+                    Exit::Failure
+                }
+            }
+        }
         Command::Status(flag) => client(&cli.config, cli.socket, Request::Status, |data| {
             output::status(data, flag.json)
         }),

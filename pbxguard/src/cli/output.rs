@@ -144,7 +144,10 @@ pub fn bans(data: &Value, as_json: bool) -> String {
             text(b, "net").to_string(),
             clean(text(b, "source")),
             b["rule"].as_str().map(clean).unwrap_or_else(|| "-".into()),
-            b["failures"].as_u64().map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+            b["failures"]
+                .as_u64()
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "-".into()),
             clean(text(b, "reason")),
             text(b, "created").to_string(),
             b["expires"]
@@ -156,7 +159,12 @@ pub fn bans(data: &Value, as_json: bool) -> String {
     if rows.is_empty() {
         return "no active bans\n".into();
     }
-    table(&["NET", "SOURCE", "RULE", "FAILURES", "REASON", "CREATED", "EXPIRES"], &rows)
+    table(
+        &[
+            "NET", "SOURCE", "RULE", "FAILURES", "REASON", "CREATED", "EXPIRES",
+        ],
+        &rows,
+    )
 }
 
 /// `pbxguard bans add`

@@ -55,8 +55,15 @@ impl Matcher {
             for spec in &filter.rules {
                 let regex = pattern::compile(&spec.name, &filter.prefix, &spec.regex)?;
                 let index = rules.len();
-                rules.push(Rule { filter: filter_name.clone(), name: spec.name.as_str().into(), regex });
-                let literal = spec.literal.clone().unwrap_or_else(|| pattern::derive_literal(&spec.regex));
+                rules.push(Rule {
+                    filter: filter_name.clone(),
+                    name: spec.name.as_str().into(),
+                    regex,
+                });
+                let literal = spec
+                    .literal
+                    .clone()
+                    .unwrap_or_else(|| pattern::derive_literal(&spec.regex));
                 if literal.is_empty() {
                     always.push(index);
                 } else if let Some(at) = literals.iter().position(|l| *l == literal) {
@@ -70,8 +77,16 @@ impl Matcher {
         let prefilter = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .build(&literals)
-            .map_err(|e| PatternError::Regex { rule: "(prefilter)".into(), message: e.to_string() })?;
-        Ok(Matcher { rules, prefilter, by_literal, always })
+            .map_err(|e| PatternError::Regex {
+                rule: "(prefilter)".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Matcher {
+            rules,
+            prefilter,
+            by_literal,
+            always,
+        })
     }
 
     /// Number of compiled rules.
@@ -119,7 +134,11 @@ impl Matcher {
         let rule = &self.rules[index];
         let captures = rule.regex.captures(line)?;
         let ip = parse_host(captures.name("host")?.as_bytes())?;
-        Some(Match { filter: rule.filter.clone(), rule: rule.name.clone(), ip })
+        Some(Match {
+            filter: rule.filter.clone(),
+            rule: rule.name.clone(),
+            ip,
+        })
     }
 }
 
@@ -160,7 +179,11 @@ mod tests {
             prefix: String::new(),
             rules: rules
                 .iter()
-                .map(|(n, r)| RuleSpec { name: n.to_string(), regex: r.to_string(), literal: None })
+                .map(|(n, r)| RuleSpec {
+                    name: n.to_string(),
+                    regex: r.to_string(),
+                    literal: None,
+                })
                 .collect(),
         }
     }
@@ -168,12 +191,21 @@ mod tests {
     #[test]
     fn finds_the_rule_and_the_address() {
         let m = Matcher::new(&[
-            filter("a", &[("one", "login failed for <HOST>"), ("two", r"bad password from <HOST> port \d+")]),
+            filter(
+                "a",
+                &[
+                    ("one", "login failed for <HOST>"),
+                    ("two", r"bad password from <HOST> port \d+"),
+                ],
+            ),
             filter("b", &[("three", r"\d+ <HOST>")]),
         ])
         .unwrap();
         let hit = m.find(b"bad password from 2001:db8::9 port 22").unwrap();
-        assert_eq!((&*hit.filter, &*hit.rule, hit.ip.to_string().as_str()), ("a", "two", "2001:db8::9"));
+        assert_eq!(
+            (&*hit.filter, &*hit.rule, hit.ip.to_string().as_str()),
+            ("a", "two", "2001:db8::9")
+        );
         let hit = m.find(b"12 192.0.2.4").unwrap();
         assert_eq!(&*hit.rule, "three");
         assert!(m.find(b"nothing here").is_none());
@@ -184,8 +216,20 @@ mod tests {
         let m = Matcher::new(&[filter("a", &[("one", "login failed for <HOST>")])]).unwrap();
         assert!(m.find(b"login failed for 999.1.1.1").is_none());
         assert!(m.find(b"login failed for ::::").is_none());
-        assert_eq!(m.find(b"login failed for ::ffff:192.0.2.7").unwrap().ip.to_string(), "192.0.2.7");
-        assert_eq!(m.find(b"login failed for fe80::1%eth0").unwrap().ip.to_string(), "fe80::1");
+        assert_eq!(
+            m.find(b"login failed for ::ffff:192.0.2.7")
+                .unwrap()
+                .ip
+                .to_string(),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            m.find(b"login failed for fe80::1%eth0")
+                .unwrap()
+                .ip
+                .to_string(),
+            "fe80::1"
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub enum PatternError {
 pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
     let count = rule.matches(HOST).count() + prefix.matches(HOST).count();
     if count != 1 {
-        return Err(PatternError::HostCount { rule: rule_name.into(), count });
+        return Err(PatternError::HostCount {
+            rule: rule_name.into(),
+            count,
+        });
     }
     let body = format!("{prefix}{rule}").replace(HOST, HOST_REGEX);
     let body = body.strip_prefix('^').unwrap_or(&body);
@@ -53,7 +56,10 @@ pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, Patte
         .unicode(false)
         .size_limit(1 << 22)
         .build()
-        .map_err(|e| PatternError::Regex { rule: rule_name.into(), message: e.to_string() })
+        .map_err(|e| PatternError::Regex {
+            rule: rule_name.into(),
+            message: e.to_string(),
+        })
 }
 
 /// The longest literal run that every match of `rule` must contain, used as the rule's
@@ -127,21 +133,37 @@ mod tests {
     use super::*;
 
     fn host(re: &Regex, line: &str) -> Option<String> {
-        re.captures(line.as_bytes()).map(|c| String::from_utf8_lossy(&c["host"]).into_owned())
+        re.captures(line.as_bytes())
+            .map(|c| String::from_utf8_lossy(&c["host"]).into_owned())
     }
 
     #[test]
     fn host_must_appear_once() {
-        assert!(matches!(compile("r", "", "no host"), Err(PatternError::HostCount { count: 0, .. })));
-        assert!(matches!(compile("r", "", "<HOST> <HOST>"), Err(PatternError::HostCount { count: 2, .. })));
-        assert!(matches!(compile("r", "", "(<HOST>"), Err(PatternError::Regex { .. })));
+        assert!(matches!(
+            compile("r", "", "no host"),
+            Err(PatternError::HostCount { count: 0, .. })
+        ));
+        assert!(matches!(
+            compile("r", "", "<HOST> <HOST>"),
+            Err(PatternError::HostCount { count: 2, .. })
+        ));
+        assert!(matches!(
+            compile("r", "", "(<HOST>"),
+            Err(PatternError::Regex { .. })
+        ));
     }
 
     #[test]
     fn rules_are_anchored_at_both_ends() {
         let re = compile("r", "", "auth failed for <HOST>").unwrap();
-        assert_eq!(host(&re, "auth failed for 192.0.2.1").as_deref(), Some("192.0.2.1"));
-        assert_eq!(host(&re, "auth failed for 192.0.2.1\r").as_deref(), Some("192.0.2.1"));
+        assert_eq!(
+            host(&re, "auth failed for 192.0.2.1").as_deref(),
+            Some("192.0.2.1")
+        );
+        assert_eq!(
+            host(&re, "auth failed for 192.0.2.1\r").as_deref(),
+            Some("192.0.2.1")
+        );
         assert_eq!(host(&re, "x auth failed for 192.0.2.1"), None);
         assert_eq!(host(&re, "auth failed for 192.0.2.1 x"), None);
     }
@@ -149,10 +171,19 @@ mod tests {
     #[test]
     fn host_matches_v4_v6_and_brackets() {
         let re = compile("r", "", "from <HOST>:5060").unwrap();
-        assert_eq!(host(&re, "from [2001:db8::1]:5060").as_deref(), Some("2001:db8::1"));
-        assert_eq!(host(&re, "from 198.51.100.7:5060").as_deref(), Some("198.51.100.7"));
+        assert_eq!(
+            host(&re, "from [2001:db8::1]:5060").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            host(&re, "from 198.51.100.7:5060").as_deref(),
+            Some("198.51.100.7")
+        );
         let re = compile("r", "", "from <HOST>").unwrap();
-        assert_eq!(host(&re, "from ::ffff:198.51.100.7").as_deref(), Some("::ffff:198.51.100.7"));
+        assert_eq!(
+            host(&re, "from ::ffff:198.51.100.7").as_deref(),
+            Some("::ffff:198.51.100.7")
+        );
     }
 
     #[test]
@@ -164,12 +195,21 @@ mod tests {
 
     #[test]
     fn literals_are_derived_from_fixed_text() {
-        assert_eq!(derive_literal(r"Registration from '.*' failed for '<HOST>:\d+' - Wrong password"), "Registration from '");
+        assert_eq!(
+            derive_literal(r"Registration from '.*' failed for '<HOST>:\d+' - Wrong password"),
+            "Registration from '"
+        );
         assert_eq!(derive_literal(r"auth failed for <HOST>"), "auth failed for");
-        assert_eq!(derive_literal(r"Failed password for (?:invalid user )?.* from <HOST>"), "Failed password for");
+        assert_eq!(
+            derive_literal(r"Failed password for (?:invalid user )?.* from <HOST>"),
+            "Failed password for"
+        );
         assert_eq!(derive_literal(r"\d+"), "");
         assert_eq!(derive_literal(r"(?:a long optional|b) x"), "x");
         assert_eq!(derive_literal(r"one|two"), "");
-        assert_eq!(derive_literal(r"[abc]{3} call to extension '.*' rejected"), "call to extension '");
+        assert_eq!(
+            derive_literal(r"[abc]{3} call to extension '.*' rejected"),
+            "call to extension '"
+        );
     }
 }

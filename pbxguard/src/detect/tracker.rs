@@ -17,7 +17,11 @@ pub const MAX_TRACKED: usize = 1_000_000;
 pub fn source_net(ip: IpAddr, ipv6_prefix: u8) -> IpNet {
     match ip {
         IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
-        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new(v6, ipv6_prefix.min(128)).expect("prefix clamped").trunc()),
+        IpAddr::V6(v6) => IpNet::V6(
+            Ipv6Net::new(v6, ipv6_prefix.min(128))
+                .expect("prefix clamped")
+                .trunc(),
+        ),
     }
 }
 
@@ -33,7 +37,10 @@ impl Tracker {
         if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&net) {
             self.prune(now, findtime);
             if self.failures.len() >= MAX_TRACKED {
-                tracing::warn!(tracked = self.failures.len(), "failure tracker full; forgetting the stalest sources");
+                tracing::warn!(
+                    tracked = self.failures.len(),
+                    "failure tracker full; forgetting the stalest sources"
+                );
                 self.evict_stalest(MAX_TRACKED / 10);
             }
         }
@@ -57,12 +64,16 @@ impl Tracker {
     /// Drops sources with no failure within `findtime`.
     pub fn prune(&mut self, now: SystemTime, findtime: Duration) {
         let since = now.checked_sub(findtime).unwrap_or(SystemTime::UNIX_EPOCH);
-        self.failures.retain(|_, times| times.last().is_some_and(|t| *t > since));
+        self.failures
+            .retain(|_, times| times.last().is_some_and(|t| *t > since));
     }
 
     fn evict_stalest(&mut self, count: usize) {
-        let mut by_age: Vec<(SystemTime, IpNet)> =
-            self.failures.iter().filter_map(|(net, t)| t.last().map(|last| (*last, *net))).collect();
+        let mut by_age: Vec<(SystemTime, IpNet)> = self
+            .failures
+            .iter()
+            .filter_map(|(net, t)| t.last().map(|last| (*last, *net)))
+            .collect();
         by_age.sort();
         for (_, net) in by_age.into_iter().take(count) {
             self.failures.remove(&net);
@@ -104,7 +115,13 @@ mod tests {
         let b = source_net("2001:db8:1:2:bbbb::9".parse().unwrap(), 64);
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
-        assert_eq!(source_net("2001:db8::1".parse().unwrap(), 128).to_string(), "2001:db8::1/128");
-        assert_eq!(source_net("198.51.100.7".parse().unwrap(), 64).to_string(), "198.51.100.7/32");
+        assert_eq!(
+            source_net("2001:db8::1".parse().unwrap(), 128).to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(
+            source_net("198.51.100.7".parse().unwrap(), 64).to_string(),
+            "198.51.100.7/32"
+        );
     }
 }

@@ -302,8 +302,17 @@ impl super::Enforcer for XdpProgram {
         self.sync_allowlist(nets)
     }
 
-    fn ban(&mut self, net: IpNet, expires: Option<std::time::SystemTime>) -> Result<(), EnforceError> {
-        self.insert_ban(net, BanEntry { expires_boot_ns: super::clock::expiry_to_boot_ns(expires) })
+    fn ban(
+        &mut self,
+        net: IpNet,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<(), EnforceError> {
+        self.insert_ban(
+            net,
+            BanEntry {
+                expires_boot_ns: super::clock::expiry_to_boot_ns(expires),
+            },
+        )
     }
 
     fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {

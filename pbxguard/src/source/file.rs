@@ -42,13 +42,26 @@ impl FileFollower {
     /// Starts following `path`. With a saved position for the same file the follower
     /// resumes there; if the file was rotated meanwhile, the rotated file is found by its
     /// inode in the same directory and its unread tail is read first (through `on_line`).
-    pub fn new(path: &Path, saved: Option<FilePosition>, start: Start, on_line: &mut dyn FnMut(&[u8])) -> FileFollower {
-        let mut follower =
-            FileFollower { path: path.to_path_buf(), open: None, splitter: LineSplitter::default(), buf: vec![0; CHUNK] };
+    pub fn new(
+        path: &Path,
+        saved: Option<FilePosition>,
+        start: Start,
+        on_line: &mut dyn FnMut(&[u8]),
+    ) -> FileFollower {
+        let mut follower = FileFollower {
+            path: path.to_path_buf(),
+            open: None,
+            splitter: LineSplitter::default(),
+            buf: vec![0; CHUNK],
+        };
         let current = std::fs::metadata(path).ok();
         match (saved, current) {
             (Some(pos), Some(meta)) if identity(&meta) == (pos.dev, pos.inode) => {
-                let offset = if meta.len() < pos.offset { 0 } else { pos.offset };
+                let offset = if meta.len() < pos.offset {
+                    0
+                } else {
+                    pos.offset
+                };
                 follower.open_at(offset);
             }
             (Some(pos), current) => {
@@ -61,7 +74,9 @@ impl FileFollower {
                     follower.open_at(0);
                 }
             }
-            (None, Some(meta)) => follower.open_at(if start == Start::End { meta.len() } else { 0 }),
+            (None, Some(meta)) => {
+                follower.open_at(if start == Start::End { meta.len() } else { 0 })
+            }
             (None, None) => {}
         }
         follower
@@ -86,7 +101,14 @@ impl FileFollower {
         match File::open(&self.path).and_then(|mut f| {
             let meta = f.metadata()?;
             f.seek(SeekFrom::Start(offset))?;
-            Ok((f, FilePosition { dev: meta.dev(), inode: meta.ino(), offset }))
+            Ok((
+                f,
+                FilePosition {
+                    dev: meta.dev(),
+                    inode: meta.ino(),
+                    offset,
+                },
+            ))
         }) {
             Ok(open) => {
                 self.open = Some(open);
@@ -103,7 +125,13 @@ impl FileFollower {
         {
             let mut splitter = LineSplitter::default();
             let mut ignored = 0;
-            let _ = read_to_end(&mut file, &mut self.buf, &mut splitter, &mut ignored, on_line);
+            let _ = read_to_end(
+                &mut file,
+                &mut self.buf,
+                &mut splitter,
+                &mut ignored,
+                on_line,
+            );
         }
     }
 
@@ -112,7 +140,13 @@ impl FileFollower {
         let mut total = 0;
         // 1. Drain what we have open, even if it was renamed away meanwhile.
         if let Some((file, pos)) = self.open.as_mut() {
-            total += read_to_end(file, &mut self.buf, &mut self.splitter, &mut pos.offset, on_line)?;
+            total += read_to_end(
+                file,
+                &mut self.buf,
+                &mut self.splitter,
+                &mut pos.offset,
+                on_line,
+            )?;
         }
         // 2. Has the path been replaced or truncated?
         let meta = match std::fs::metadata(&self.path) {
@@ -120,7 +154,10 @@ impl FileFollower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(total),
             Err(e) => return Err(e),
         };
-        let replaced = self.open.as_ref().is_none_or(|(_, pos)| identity(&meta) != (pos.dev, pos.inode));
+        let replaced = self
+            .open
+            .as_ref()
+            .is_none_or(|(_, pos)| identity(&meta) != (pos.dev, pos.inode));
         if replaced {
             if self.open.is_some() {
                 tracing::info!(file = %self.path.display(), "log rotated; following the new file from its start");
@@ -137,7 +174,13 @@ impl FileFollower {
             return Ok(total);
         }
         if let Some((file, pos)) = self.open.as_mut() {
-            total += read_to_end(file, &mut self.buf, &mut self.splitter, &mut pos.offset, on_line)?;
+            total += read_to_end(
+                file,
+                &mut self.buf,
+                &mut self.splitter,
+                &mut pos.offset,
+                on_line,
+            )?;
         }
         Ok(total)
     }
@@ -170,9 +213,15 @@ fn read_to_end(
 /// A file in `path`'s directory with the saved inode (logrotate's `full.1`, `full-20261126`).
 fn find_by_inode(path: &Path, pos: FilePosition) -> Option<PathBuf> {
     let dir = path.parent()?;
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && identity(&m) == (pos.dev, pos.inode) && m.len() >= pos.offset)
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file() && identity(&m) == (pos.dev, pos.inode) && m.len() >= pos.offset
+            })
+        })
 }
 
 #[cfg(test)]
@@ -187,26 +236,39 @@ mod tests {
 
     impl Log {
         fn new() -> Log {
-            Log { dir: tempfile::tempdir().unwrap() }
+            Log {
+                dir: tempfile::tempdir().unwrap(),
+            }
         }
         fn path(&self, name: &str) -> PathBuf {
             self.dir.path().join(name)
         }
         fn append(&self, name: &str, text: &str) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(name)).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap();
             f.write_all(text.as_bytes()).unwrap();
         }
     }
 
     fn poll(f: &mut FileFollower) -> Vec<String> {
         let mut out = Vec::new();
-        f.poll(&mut |l| out.push(String::from_utf8_lossy(l).into_owned())).unwrap();
+        f.poll(&mut |l| out.push(String::from_utf8_lossy(l).into_owned()))
+            .unwrap();
         out
     }
 
-    fn start(path: &Path, saved: Option<FilePosition>, start: Start) -> (FileFollower, Vec<String>) {
+    fn start(
+        path: &Path,
+        saved: Option<FilePosition>,
+        start: Start,
+    ) -> (FileFollower, Vec<String>) {
         let mut out = Vec::new();
-        let f = FileFollower::new(path, saved, start, &mut |l| out.push(String::from_utf8_lossy(l).into_owned()));
+        let f = FileFollower::new(path, saved, start, &mut |l| {
+            out.push(String::from_utf8_lossy(l).into_owned())
+        });
         (f, out)
     }
 
@@ -242,7 +304,11 @@ mod tests {
         let (mut f, _) = start(&log.path("full"), None, Start::End);
         log.append("full", "a long first line\n");
         assert_eq!(poll(&mut f), ["a long first line"]);
-        std::fs::OpenOptions::new().write(true).truncate(true).open(log.path("full")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(log.path("full"))
+            .unwrap();
         log.append("full", "b\n");
         assert_eq!(poll(&mut f), ["b"]);
     }
@@ -308,7 +374,12 @@ mod tests {
         let log = Log::new();
         log.append("full", "");
         let (mut f, _) = start(&log.path("full"), None, Start::End);
-        std::fs::OpenOptions::new().append(true).open(log.path("full")).unwrap().write_all(b"bad \xff\xfe bytes\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path("full"))
+            .unwrap()
+            .write_all(b"bad \xff\xfe bytes\n")
+            .unwrap();
         let mut got = Vec::new();
         f.poll(&mut |l| got.push(l.to_vec())).unwrap();
         assert_eq!(got, [b"bad \xff\xfe bytes".to_vec()]);

@@ -37,7 +37,14 @@ impl Spec {
     /// The journalctl command line resuming after `cursor`.
     pub fn command(&self, cursor: Option<&str>) -> Command {
         let mut cmd = Command::new("journalctl");
-        cmd.args(["--follow", "--output=json", "--no-pager", "--quiet", "--unit"]).arg(&self.unit);
+        cmd.args([
+            "--follow",
+            "--output=json",
+            "--no-pager",
+            "--quiet",
+            "--unit",
+        ])
+        .arg(&self.unit);
         if let Some(dir) = &self.directory {
             cmd.arg("--directory").arg(dir);
         }
@@ -66,7 +73,10 @@ impl Child {
     /// Terminates the running journalctl, if any.
     pub fn kill(&self) {
         if let Some(pid) = *self.pid.lock().unwrap_or_else(|p| p.into_inner()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 }
@@ -75,17 +85,33 @@ impl Child {
 pub fn message(entry: &Value) -> Option<Vec<u8>> {
     match entry.get("MESSAGE")? {
         Value::String(s) => Some(s.as_bytes().to_vec()),
-        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect(),
+        Value::Array(bytes) => bytes
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect(),
         _ => None,
     }
 }
 
 /// The thread body of a journal source: runs journalctl, restarting it if it exits.
-pub(super) fn follow(index: usize, spec: &Spec, matcher: &Matcher, stats: &SourceStats, shared: &Shared, child: &Child) {
+pub(super) fn follow(
+    index: usize,
+    spec: &Spec,
+    matcher: &Matcher,
+    stats: &SourceStats,
+    shared: &Shared,
+    child: &Child,
+) {
     let key = spec.key();
     let mut scratch = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
-        let cursor = shared.positions.lock().unwrap_or_else(|p| p.into_inner()).journals.get(&key).cloned();
+        let cursor = shared
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journals
+            .get(&key)
+            .cloned();
         let mut cmd = spec.command(cursor.as_deref());
         let mut process = match cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn() {
             Ok(p) => p,
@@ -99,7 +125,9 @@ pub(super) fn follow(index: usize, spec: &Spec, matcher: &Matcher, stats: &Sourc
         let stdout = process.stdout.take().expect("piped");
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
-            let Ok(entry) = serde_json::from_slice::<Value>(&line) else { continue };
+            let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
             if let Some(text) = message(&entry)
                 && !shared.line(index, matcher, stats, &mut scratch, &text)
             {
@@ -107,7 +135,12 @@ pub(super) fn follow(index: usize, spec: &Spec, matcher: &Matcher, stats: &Sourc
                 return;
             }
             if let Some(cursor) = entry.get("__CURSOR").and_then(Value::as_str) {
-                shared.positions.lock().unwrap_or_else(|p| p.into_inner()).journals.insert(key.clone(), cursor.to_string());
+                shared
+                    .positions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .journals
+                    .insert(key.clone(), cursor.to_string());
                 shared.dirty.store(true, Ordering::Release);
             }
         }

@@ -105,22 +105,48 @@ struct Shared {
 
 impl Shared {
     /// Matches a line and forwards a hit; false when the engine is gone.
-    fn line(&self, index: usize, matcher: &Matcher, stats: &SourceStats, scratch: &mut Vec<u8>, line: &[u8]) -> bool {
+    fn line(
+        &self,
+        index: usize,
+        matcher: &Matcher,
+        stats: &SourceStats,
+        scratch: &mut Vec<u8>,
+        line: &[u8],
+    ) -> bool {
         stats.lines.fetch_add(1, Ordering::Relaxed);
-        let Some(hit) = matcher.find_with(line, scratch) else { return true };
+        let Some(hit) = matcher.find_with(line, scratch) else {
+            return true;
+        };
         stats.matches.fetch_add(1, Ordering::Relaxed);
-        let event = Event { ip: hit.ip, filter: hit.filter, rule: hit.rule, source: index, at: SystemTime::now() };
+        let event = Event {
+            ip: hit.ip,
+            filter: hit.filter,
+            rule: hit.rule,
+            source: index,
+            at: SystemTime::now(),
+        };
         self.events.blocking_send(event).is_ok()
     }
 }
 
 /// Compiles the matcher for one source from its filter names.
-pub fn matcher_for(config: &Config, source: &SourceConfig, name: &str) -> Result<Matcher, SourceError> {
+pub fn matcher_for(
+    config: &Config,
+    source: &SourceConfig,
+    name: &str,
+) -> Result<Matcher, SourceError> {
     let mut specs = Vec::new();
     for filter in &source.filters {
-        specs.push(config.filter_spec(filter).ok_or_else(|| SourceError::UnknownFilter(name.into(), filter.clone()))?);
+        specs.push(
+            config
+                .filter_spec(filter)
+                .ok_or_else(|| SourceError::UnknownFilter(name.into(), filter.clone()))?,
+        );
     }
-    Matcher::new(&specs).map_err(|error| SourceError::Pattern { source_name: name.into(), error })
+    Matcher::new(&specs).map_err(|error| SourceError::Pattern {
+        source_name: name.into(),
+        error,
+    })
 }
 
 /// Display name of a source.
@@ -148,11 +174,18 @@ impl Sources {
         for (index, source) in config.source.iter().enumerate() {
             let name = source_name(source);
             let matcher = matcher_for(config, source, &name)?;
-            let stat = Arc::new(SourceStats { name: name.clone(), ..SourceStats::default() });
+            let stat = Arc::new(SourceStats {
+                name: name.clone(),
+                ..SourceStats::default()
+            });
             stats.push(stat.clone());
             let shared = shared.clone();
             let thread = if let Some(path) = source.path.clone() {
-                let start = if source.read_backlog { Start::Beginning } else { Start::End };
+                let start = if source.read_backlog {
+                    Start::Beginning
+                } else {
+                    Start::End
+                };
                 std::thread::Builder::new()
                     .name(format!("source-{index}"))
                     .spawn(move || follow_files(index, &path, start, &matcher, &stat, &shared))
@@ -192,7 +225,11 @@ impl Sources {
     /// Writes positions if they changed since the last save.
     pub fn save_positions(&self) {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            let positions = self.positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let positions = self
+                .positions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             if let Err(e) = positions.save(&self.state_dir) {
                 tracing::error!(error = %e, "saving log positions failed");
                 self.dirty.store(true, Ordering::Release);
@@ -216,14 +253,30 @@ impl Sources {
 /// Splits a configured path into its directory and a file-name pattern (glob allowed in the
 /// last component).
 fn split_path(path: &Path) -> (PathBuf, Option<glob::Pattern>, PathBuf) {
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let pattern = name.contains(['*', '?', '[']).then(|| glob::Pattern::new(&name).ok()).flatten();
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pattern = name
+        .contains(['*', '?', '['])
+        .then(|| glob::Pattern::new(&name).ok())
+        .flatten();
     (dir, pattern, path.to_path_buf())
 }
 
 /// The thread body of a file source.
-fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stats: &SourceStats, shared: &Shared) {
+fn follow_files(
+    index: usize,
+    path: &Path,
+    start: Start,
+    matcher: &Matcher,
+    stats: &SourceStats,
+    shared: &Shared,
+) {
     let (dir, pattern, exact) = split_path(path);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = match notify::recommended_watcher(move |res| {
@@ -256,7 +309,14 @@ fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stat
             None => vec![exact.clone()],
             Some(p) => std::fs::read_dir(&dir)
                 .map(|entries| {
-                    entries.flatten().map(|e| e.path()).filter(|f| f.file_name().is_some_and(|n| p.matches(&n.to_string_lossy()))).collect()
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|f| {
+                            f.file_name()
+                                .is_some_and(|n| p.matches(&n.to_string_lossy()))
+                        })
+                        .collect()
                 })
                 .unwrap_or_default(),
         };
@@ -264,7 +324,13 @@ fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stat
             if followers.contains_key(&file) {
                 continue;
             }
-            let saved = shared.positions.lock().unwrap_or_else(|p| p.into_inner()).files.get(&file).copied();
+            let saved = shared
+                .positions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .files
+                .get(&file)
+                .copied();
             // Files that appear after start are new: read them whole.
             let start = if first_scan { start } else { Start::Beginning };
             let follower = FileFollower::new(&file, saved, start, emit!());
@@ -273,7 +339,12 @@ fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stat
         first_scan = false;
         // Watch the directory, and the real directory behind a symlinked file.
         let mut dirs = vec![dir.clone()];
-        dirs.extend(followers.keys().filter_map(|f| std::fs::canonicalize(f).ok()?.parent().map(Path::to_path_buf)));
+        dirs.extend(followers.keys().filter_map(|f| {
+            std::fs::canonicalize(f)
+                .ok()?
+                .parent()
+                .map(Path::to_path_buf)
+        }));
         for d in dirs {
             if !watched.contains(&d) && watcher.watch(&d, RecursiveMode::NonRecursive).is_ok() {
                 watched.insert(d);
@@ -283,7 +354,9 @@ fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stat
             if let Err(e) = follower.poll(emit!()) {
                 tracing::warn!(file = %follower.path().display(), error = %e, "reading log failed");
             }
-            stats.oversized.store(follower.oversized(), Ordering::Relaxed);
+            stats
+                .oversized
+                .store(follower.oversized(), Ordering::Relaxed);
             if let Some(pos) = follower.position() {
                 let mut positions = shared.positions.lock().unwrap_or_else(|p| p.into_inner());
                 if positions.files.get(follower.path()) != Some(&pos) {
@@ -304,7 +377,8 @@ fn follow_files(index: usize, path: &Path, start: Start, matcher: &Matcher, stat
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if shared.stop.load(Ordering::Acquire) || std::time::Instant::now() >= deadline {
+                    if shared.stop.load(Ordering::Acquire) || std::time::Instant::now() >= deadline
+                    {
                         break;
                     }
                 }

@@ -1,0 +1,99 @@
+//! `opensips`: OpenSIPS flood blocking and authentication failures.
+//!
+//! Reads OpenSIPS's syslog output (`/var/log/syslog`, `/var/log/messages`, or the file an
+//! rsyslog rule for its `log_facility` writes, e.g. `/var/log/opensips.log`) with the
+//! traditional `Nov 26 11:03:53 host /usr/sbin/opensips[1234]: ` prefix (the host may be
+//! missing) or the RFC 3339 one (`2026-11-26T11:03:53.123456+00:00 host opensips[1234]: `),
+//! or the journal of `opensips.service` through `journalctl -o short*` (also when OpenSIPS
+//! logs to stderr there: `opensips[1234]: Nov 26 11:03:53 [1234] NOTICE:...`). OpenSIPS 3.4+
+//! puts the level in front of script and pike messages (`NOTICE:pbxguard: ...`), older
+//! versions log them bare; both match. The syslog prefix is required: OpenSIPS dumps a SIP
+//! message it cannot parse verbatim, so in a raw stderr file or `journalctl -o cat` a line
+//! of it could pose as anything. A custom `log_prefix` must be left empty.
+//!
+//! OpenSIPS's auth modules log nothing about failed digest authentication, so the script has
+//! to say it. Add this line where `www_authorize()` (and likewise `proxy_authorize()`) fails
+//! in `opensips.cfg`:
+//!
+//! ```text
+//! if (!www_authorize("", "subscriber")) {
+//!     $var(rc) = $rc;
+//!     if ($var(rc) == -1 || $var(rc) == -2) {
+//!         xlog("L_NOTICE", "pbxguard: auth-failed src=$si method=$rm user=$fU\n");
+//!     }
+//!     www_challenge("", "auth");
+//!     exit;
+//! }
+//! ```
+//!
+//! `-1` is an unknown user and `-2` a wrong password; the first, credential-less request of
+//! every normal registration (`-4`) is not a failure. For anything else the script decides is
+//! hostile (a scanner's User-Agent, a dialed prefix that smells of toll fraud...), log
+//!
+//! ```text
+//! xlog("L_NOTICE", "pbxguard: block src=$si reason=scanner\n");
+//! ```
+//!
+//! The address comes right after fixed text and before any field the caller chooses; keep it
+//! that way. Only `$si`, `$rm` and `$fU` (which the SIP parser keeps free of line breaks) or
+//! fixed words belong in these lines, and never put a caller-controlled variable at the
+//! start of any other `xlog` message: before 3.4 OpenSIPS logs script messages bare.
+//!
+//! The pike module's own `PIKE - BLOCKing ip` warning is recognised, and so is the
+//! `ALERT: pike blocking $rm from $fu (IP:$si:$sp)` line many scripts log when
+//! `pike_check_req()` fails.
+
+use crate::detect::FilterSpec;
+
+/// Syslog and `journalctl -o short*` timestamps: `Nov  6 11:03:53`, `Nov 26 11:03:53.123456`,
+/// `2026-11-26T11:03:53.123456+00:00`, `2026-11-26T11:03:53+0100`, `2026-11-26 11:03:53`.
+macro_rules! syslog_time {
+    () => {
+        r"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
+    };
+}
+
+/// Line prefix shared by every rule: the syslog / journal prefix with a program name that
+/// contains `opensips` (`/usr/sbin/opensips[pid]: `), the `Nov 26 11:03:53 [1234] ` header
+/// of stderr logging, and the `NOTICE:` level tag of OpenSIPS 3.4+ (no space after it).
+const PREFIX: &str = concat!(
+    syslog_time!(),
+    r" (?:\S+ )?[\w./-]*opensips[\w.-]*(?:\[\d+\])?: ",
+    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \[\d+\] )?",
+    r"(?:(?:ALERT|CRITICAL|ERROR|WARNING|NOTICE|INFO|DBG):)?",
+);
+
+/// The rules: `(name, prefilter literal, regex)`.
+const RULES: &[(&str, &str, &str)] = &[
+    // Nov 26 11:03:53 sip /usr/sbin/opensips[1234]: WARNING:PIKE - BLOCKing ip 203.0.113.5, node=0x7f7e073f7dd0
+    (
+        "pike_blocked",
+        "PIKE - BLOCKing ip ",
+        r"PIKE - BLOCKing ip <HOST>, node=(?:0x)?[0-9a-fA-F]+",
+    ),
+    // Nov 26 11:03:53 sip /usr/sbin/opensips[1234]: ALERT:ALERT: pike blocking INVITE from sip:100@example.com (IP:203.0.113.5:5060)
+    // (the From URI is the caller's; the address is anchored at the end of the line)
+    (
+        "pike_alert",
+        "ALERT: pike blocking ",
+        r"ALERT: pike blocking .* \(IP:<HOST>:\d+\)",
+    ),
+    // Nov 26 11:03:53 sip /usr/sbin/opensips[1234]: NOTICE:pbxguard: auth-failed src=203.0.113.5 method=REGISTER user=100
+    (
+        "auth_failed",
+        "pbxguard: auth-failed src=",
+        r"pbxguard: auth-failed src=<HOST>(?: .*)?",
+    ),
+    // Nov 26 11:03:53 sip /usr/sbin/opensips[1234]: NOTICE:pbxguard: block src=203.0.113.5 reason=scanner
+    (
+        "pbxguard_xlog",
+        "pbxguard: block src=",
+        r"pbxguard: block src=<HOST>(?: .*)?",
+    ),
+];
+
+/// The built-in `opensips` filter: pike flood blocking and the `pbxguard:` lines the script
+/// logs for failed authentication and other hostile requests.
+pub fn filter() -> FilterSpec {
+    FilterSpec::from_static("opensips", PREFIX, RULES)
+}
