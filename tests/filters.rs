@@ -208,3 +208,25 @@ proptest! {
         }
     }
 }
+
+/// The README documents every built-in filter rule (so docs cannot fall behind the code).
+#[test]
+fn every_rule_is_documented_in_the_readme() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    for spec in filters::builtin() {
+        assert!(
+            readme.contains(&format!("**`{}`**", spec.name)),
+            "README lacks filter `{}`",
+            spec.name
+        );
+        for rule in &spec.rules {
+            assert!(
+                readme.contains(&format!("`{}`", rule.name)),
+                "README lacks rule `{}` of `{}`",
+                rule.name,
+                spec.name
+            );
+        }
+    }
+}

@@ -33,6 +33,9 @@ struct Rule {
 /// Compiled filters.
 pub struct Matcher {
     rules: Vec<Rule>,
+    /// Leftmost-first automaton: answers "any literal here?" with SIMD (Teddy).
+    quick: AhoCorasick,
+    /// Standard automaton: lists every (overlapping) literal of a candidate line.
     prefilter: AhoCorasick,
     /// For each prefilter pattern, the rules that need it.
     by_literal: Vec<Vec<usize>>,
@@ -74,16 +77,19 @@ impl Matcher {
                 }
             }
         }
-        let prefilter = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&literals)
-            .map_err(|e| PatternError::Regex {
-                rule: "(prefilter)".into(),
-                message: e.to_string(),
-            })?;
+        let build = |kind| {
+            AhoCorasick::builder()
+                .match_kind(kind)
+                .build(&literals)
+                .map_err(|e| PatternError::Regex {
+                    rule: "(prefilter)".into(),
+                    message: e.to_string(),
+                })
+        };
         Ok(Matcher {
             rules,
-            prefilter,
+            quick: build(MatchKind::LeftmostFirst)?,
+            prefilter: build(MatchKind::Standard)?,
             by_literal,
             always,
         })
@@ -115,7 +121,14 @@ impl Matcher {
             }
             self.try_rule(index, line)
         };
-        for hit in self.prefilter.find_overlapping_iter(line) {
+        // Most lines hold none of the literals: answer that with the SIMD (Teddy) search,
+        // which overlapping iteration cannot use, and walk overlaps only on candidates.
+        let candidates = if self.quick.is_match(line) {
+            Some(self.prefilter.find_overlapping_iter(line))
+        } else {
+            None
+        };
+        for hit in candidates.into_iter().flatten() {
             for &index in &self.by_literal[hit.pattern().as_usize()] {
                 if let Some(m) = try_rule(index) {
                     return Some(m);
