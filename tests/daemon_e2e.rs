@@ -258,15 +258,13 @@ fn second_daemon_on_the_same_socket_is_refused() {
     );
 }
 
-/// A detection setup: a followed log with a filter in the config and maxretry = 3.
+/// A detection setup: the built-in `asterisk` filter on a followed log, maxretry = 3.
 fn detecting(lab: &Lab) -> (Daemon, std::path::PathBuf) {
     let mut daemon = Daemon::configure(
         lab,
         &format!(
             "[allow]\nnetworks = [\"{PHONE}\"]\n\n[policy]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n\n\
-             [[source]]\npath = \"LOG\"\nfilters = [\"lab\"]\n\n\
-             [[filter]]\nname = \"lab\"\n[[filter.rule]]\nname = \"wrong_password\"\n\
-             regex = '''\\[[-0-9: ]+\\] NOTICE\\[\\d+\\] chan_sip.c: Registration from '.*' failed for '<HOST>:\\d+' - Wrong password'''\n"
+             [[source]]\npath = \"LOG\"\nfilters = [\"asterisk\"]\n"
         ),
     );
     let log = daemon.dir.path().join("full");
@@ -330,8 +328,8 @@ fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
         append(&log, &failure(&PHONE.to_string(), "100"));
     }
     let ban = wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
-    assert_eq!(ban["source"], "lab");
-    assert_eq!(ban["rule"], "wrong_password");
+    assert_eq!(ban["source"], "asterisk");
+    assert_eq!(ban["rule"], "sip_register_failed");
     assert_eq!(ban["failures"], 3);
     assert_eq!(
         v4(&lab),
@@ -382,8 +380,7 @@ fn journal_unit_failures_ban_and_resume_after_restart() {
     let mut daemon = Daemon::start(
         &lab,
         &format!(
-            "[policy]\nmaxretry = 2\n\n[[source]]\njournal_unit = \"ssh.service\"\njournal_directory = \"{}\"\nfilters = [\"lab-ssh\"]\n\n\
-             [[filter]]\nname = \"lab-ssh\"\n[[filter.rule]]\nname = \"failed_password\"\nregex = 'Failed password for .* from <HOST> port \\d+ ssh2'\n",
+            "[policy]\nmaxretry = 2\n\n[[source]]\njournal_unit = \"ssh.service\"\njournal_directory = \"{}\"\nfilters = [\"sshd\"]\n",
             journal.path().display()
         ),
     );

@@ -51,6 +51,8 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     let config = Config::load(&options.config)?;
     let detach = options.detach_on_exit || config.daemon.detach_on_exit;
 
+    // One daemon per state directory: a second one must not touch the pins or the journal.
+    let _lock = lock_state_dir(&config.daemon.state_dir)?;
     let store = Store::open(&config.daemon.state_dir, SystemTime::now())?;
     for damage in store.damage() {
         tracing::error!(line = damage.line, problem = %damage.problem,
@@ -63,7 +65,6 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         store,
         Box::new(enforcer),
     )?));
-    let listener = bind_socket(&socket)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),
@@ -74,6 +75,8 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         .expect("not poisoned yet")
         .attach_sources(sources.stats().to_vec());
     let detector = spawn_detector(engine.clone(), events_rx);
+    // The socket last: once the CLI can reach us, every source is being followed.
+    let listener = bind_socket(&socket)?;
     {
         let status = engine.lock().expect("not poisoned yet").status();
         tracing::info!(backend = status.backend, interfaces = ?status.interfaces.iter().map(|i| format!("{}:{}", i.name, i.mode)).collect::<Vec<_>>(),
@@ -146,6 +149,28 @@ fn reload(engine: &Mutex<Engine>, path: &Path) {
         }
         Err(e) => tracing::error!(error = %e, "config reload rejected; the running config stays"),
     }
+}
+
+/// Holds an exclusive lock on `state_dir/pbxguard.lock` for the daemon's lifetime.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    let path = dir.join("pbxguard.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another pbxguard daemon is already running on this state directory ({}: {errno}); stop it first",
+            path.display()
+        )
+    })
 }
 
 /// Binds the control socket root-only, refusing to steal it from a running daemon.

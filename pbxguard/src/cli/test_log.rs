@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    io::{BufRead as _, BufReader, Write as _},
+    io::{Read as _, Write as _},
     path::Path,
     time::Instant,
 };
@@ -11,6 +11,7 @@ use std::{
 use crate::{
     config::Config,
     detect::{FilterSpec, Matcher, filters},
+    source::lines::LineSplitter,
 };
 
 /// Counts of one run.
@@ -57,55 +58,83 @@ pub fn select(config: Option<&Config>, names: &[String]) -> Result<Vec<FilterSpe
         .collect()
 }
 
+/// Per-line work of [`run`].
+struct Collector<'a> {
+    matcher: Matcher,
+    scratch: Vec<u8>,
+    summary: Summary,
+    sources: HashSet<std::net::IpAddr>,
+    json_out: Option<&'a mut dyn std::io::Write>,
+    failure: Option<String>,
+}
+
+impl Collector<'_> {
+    fn line(&mut self, number: u64, line: &[u8]) {
+        let Some(hit) = self.matcher.find_with(line, &mut self.scratch) else {
+            return;
+        };
+        self.summary.matched += 1;
+        self.sources.insert(hit.ip);
+        *self
+            .summary
+            .by_rule
+            .entry((hit.filter.to_string(), hit.rule.to_string()))
+            .or_default() += 1;
+        if let Some(out) = self.json_out.as_mut() {
+            let object = serde_json::json!({
+                "line": number,
+                "ip": hit.ip.to_string(),
+                "filter": &*hit.filter,
+                "rule": &*hit.rule,
+            });
+            if let Err(e) = writeln!(out, "{object}") {
+                self.failure.get_or_insert(e.to_string());
+            }
+        }
+    }
+}
+
 /// Runs `filters` over `file`; with `json_out`, writes one JSON object per matching line.
 pub fn run(
     file: &Path,
     filters: &[FilterSpec],
-    mut json_out: Option<&mut dyn std::io::Write>,
+    json_out: Option<&mut dyn std::io::Write>,
 ) -> Result<Summary, String> {
     let matcher = Matcher::new(filters).map_err(|e| e.to_string())?;
-    let handle = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, handle);
-    let mut line = Vec::with_capacity(4096);
-    let mut scratch = Vec::new();
-    let mut summary = Summary::default();
-    let mut sources = HashSet::new();
+    let mut handle = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut collector = Collector {
+        matcher,
+        scratch: Vec::new(),
+        summary: Summary::default(),
+        sources: HashSet::new(),
+        json_out,
+        failure: None,
+    };
+    // Big reads split in place by the splitter the daemon uses (lines over 64 KiB are
+    // dropped whole but keep their numbers).
+    let mut buf = vec![0u8; 1 << 20];
+    let mut splitter = LineSplitter::default();
     let started = Instant::now();
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        summary.lines += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        if line.len() > crate::source::lines::MAX_LINE {
-            continue;
-        }
-        if let Some(hit) = matcher.find_with(&line, &mut scratch) {
-            summary.matched += 1;
-            sources.insert(hit.ip);
-            *summary
-                .by_rule
-                .entry((hit.filter.to_string(), hit.rule.to_string()))
-                .or_default() += 1;
-            if let Some(out) = json_out.as_mut() {
-                let object = serde_json::json!({
-                    "line": summary.lines,
-                    "ip": hit.ip.to_string(),
-                    "filter": &*hit.filter,
-                    "rule": &*hit.rule,
-                });
-                writeln!(out, "{object}").map_err(|e| e.to_string())?;
-            }
+        let n = match handle.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        splitter.feed_numbered(&buf[..n], &mut |number, line| collector.line(number, line));
+        if let Some(e) = collector.failure.take() {
+            return Err(e);
         }
     }
+    splitter.finish(&mut |number, line| collector.line(number, line));
+    if let Some(e) = collector.failure.take() {
+        return Err(e);
+    }
+    let mut summary = collector.summary;
+    summary.lines = splitter.completed();
     summary.seconds = started.elapsed().as_secs_f64();
-    summary.sources = sources.len();
+    summary.sources = collector.sources.len();
     Ok(summary)
 }
 

@@ -11,23 +11,31 @@ pub struct LineSplitter {
     partial: Vec<u8>,
     discarding: bool,
     oversized: u64,
+    completed: u64,
 }
 
 impl LineSplitter {
     /// Feeds a chunk; calls `on_line` for each complete line (without `\n`).
-    pub fn feed(&mut self, mut chunk: &[u8], on_line: &mut dyn FnMut(&[u8])) {
+    pub fn feed(&mut self, chunk: &[u8], on_line: &mut dyn FnMut(&[u8])) {
+        self.feed_numbered(chunk, &mut |_, line| on_line(line));
+    }
+
+    /// Like [`LineSplitter::feed`], also passing each line's 1-based number (dropped
+    /// oversized lines keep their numbers).
+    pub fn feed_numbered(&mut self, mut chunk: &[u8], on_line: &mut dyn FnMut(u64, &[u8])) {
         while let Some(end) = memchr::memchr(b'\n', chunk) {
             let piece = &chunk[..end];
             chunk = &chunk[end + 1..];
+            self.completed += 1;
             if self.discarding {
                 self.discarding = false;
                 continue;
             }
             if self.partial.is_empty() {
-                on_line(piece);
+                on_line(self.completed, piece);
             } else if self.partial.len() + piece.len() <= MAX_LINE {
                 self.partial.extend_from_slice(piece);
-                on_line(&self.partial);
+                on_line(self.completed, &self.partial);
                 self.partial.clear();
             } else {
                 self.partial.clear();
@@ -44,6 +52,23 @@ impl LineSplitter {
         } else {
             self.partial.extend_from_slice(chunk);
         }
+    }
+
+    /// Ends the stream: a last line without a newline is passed on as a line.
+    pub fn finish(&mut self, on_line: &mut dyn FnMut(u64, &[u8])) {
+        if !self.partial.is_empty() {
+            self.completed += 1;
+            on_line(self.completed, &self.partial);
+            self.partial.clear();
+        } else if self.discarding {
+            self.completed += 1;
+        }
+        self.discarding = false;
+    }
+
+    /// Lines ended so far, dropped ones included.
+    pub fn completed(&self) -> u64 {
+        self.completed
     }
 
     /// Forgets a partial line (the file it came from was replaced or truncated).
@@ -93,6 +118,19 @@ mod tests {
         assert_eq!(s.oversized(), 1);
         let (lines, _) = split(&[&big, b"\nc\n"]);
         assert_eq!(lines, [b"c".to_vec()]);
+    }
+
+    #[test]
+    fn numbers_count_dropped_lines_and_the_unterminated_last_one() {
+        let big = vec![b'x'; MAX_LINE + 1];
+        let mut s = LineSplitter::default();
+        let mut got = Vec::new();
+        for chunk in [&b"a\n"[..], &big, b"\nb\nc"] {
+            s.feed_numbered(chunk, &mut |n, l| got.push((n, l.to_vec())));
+        }
+        s.finish(&mut |n, l| got.push((n, l.to_vec())));
+        assert_eq!(got, [(1, b"a".to_vec()), (3, b"b".to_vec()), (4, b"c".to_vec())]);
+        assert_eq!(s.completed(), 4);
     }
 
     proptest! {

@@ -170,6 +170,10 @@ impl Sources {
         };
         let mut threads = Vec::new();
         let mut stats = Vec::new();
+        // File sources report once they hold their start positions and watch their
+        // directories, so that a daemon that says "ready" misses no line written after.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let mut files = 0;
         let mut journals = Vec::new();
         for (index, source) in config.source.iter().enumerate() {
             let name = source_name(source);
@@ -181,14 +185,18 @@ impl Sources {
             stats.push(stat.clone());
             let shared = shared.clone();
             let thread = if let Some(path) = source.path.clone() {
+                files += 1;
                 let start = if source.read_backlog {
                     Start::Beginning
                 } else {
                     Start::End
                 };
+                let ready = ready_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("source-{index}"))
-                    .spawn(move || follow_files(index, &path, start, &matcher, &stat, &shared))
+                    .spawn(move || {
+                        follow_files(index, &path, start, &matcher, &stat, &shared, ready)
+                    })
                     .expect("spawn source thread")
             } else {
                 let child = Arc::new(journal::Child::default());
@@ -205,6 +213,12 @@ impl Sources {
             };
             tracing::info!(source = %name, filters = ?source.filters, "following");
             threads.push(thread);
+        }
+        for _ in 0..files {
+            if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                tracing::warn!("a log source is slow to start; continuing");
+                break;
+            }
         }
         Ok(Sources {
             stop: shared.stop,
@@ -276,7 +290,9 @@ fn follow_files(
     matcher: &Matcher,
     stats: &SourceStats,
     shared: &Shared,
+    ready: std::sync::mpsc::Sender<()>,
 ) {
+    let mut ready = Some(ready);
     let (dir, pattern, exact) = split_path(path);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = match notify::recommended_watcher(move |res| {
@@ -364,6 +380,9 @@ fn follow_files(
                     shared.dirty.store(true, Ordering::Release);
                 }
             }
+        }
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
         }
         if !alive {
             return;
