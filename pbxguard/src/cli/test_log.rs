@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     config::Config,
-    detect::{FilterSpec, Matcher, filters},
+    detect::{FilterSpec, Matcher, Scratch, filters},
     source::lines::LineSplitter,
 };
 
@@ -61,7 +61,7 @@ pub fn select(config: Option<&Config>, names: &[String]) -> Result<Vec<FilterSpe
 /// Per-line work of [`run`].
 struct Collector<'a> {
     matcher: Matcher,
-    scratch: Vec<u8>,
+    scratch: Scratch,
     summary: Summary,
     sources: HashSet<std::net::IpAddr>,
     json_out: Option<&'a mut dyn std::io::Write>,
@@ -104,7 +104,7 @@ pub fn run(
     let mut handle = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut collector = Collector {
         matcher,
-        scratch: Vec::new(),
+        scratch: Scratch::default(),
         summary: Summary::default(),
         sources: HashSet::new(),
         json_out,

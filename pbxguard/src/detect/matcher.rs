@@ -5,7 +5,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use regex::bytes::Regex;
+use regex::bytes::{CaptureLocations, Regex};
 
 use super::{
     FilterSpec,
@@ -28,6 +28,15 @@ struct Rule {
     filter: Arc<str>,
     name: Arc<str>,
     regex: Regex,
+    /// Index of the `host` group among the regex's captures.
+    host: usize,
+}
+
+/// Buffers a caller reuses across lines, so steady-state matching allocates nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    ansi: Vec<u8>,
+    locations: Vec<Option<CaptureLocations>>,
 }
 
 /// Compiled filters.
@@ -58,10 +67,15 @@ impl Matcher {
             for spec in &filter.rules {
                 let regex = pattern::compile(&spec.name, &filter.prefix, &spec.regex)?;
                 let index = rules.len();
+                let host = regex
+                    .capture_names()
+                    .position(|n| n == Some("host"))
+                    .expect("compile adds a host group");
                 rules.push(Rule {
                     filter: filter_name.clone(),
                     name: spec.name.as_str().into(),
                     regex,
+                    host,
                 });
                 let literal = spec
                     .literal
@@ -100,12 +114,12 @@ impl Matcher {
         self.rules.len()
     }
 
-    /// Matches one line (without its newline). `scratch` is reused for lines that carry
-    /// colour escapes, so steady-state matching does not allocate.
-    pub fn find_with(&self, line: &[u8], scratch: &mut Vec<u8>) -> Option<Match> {
+    /// Matches one line (without its newline), reusing `scratch` between calls.
+    pub fn find_with(&self, line: &[u8], scratch: &mut Scratch) -> Option<Match> {
+        let Scratch { ansi, locations } = scratch;
         let line = if memchr::memchr(ESC, line).is_some() {
-            strip_ansi(line, scratch);
-            scratch.as_slice()
+            strip_ansi(line, ansi);
+            ansi.as_slice()
         } else {
             line
         };
@@ -119,7 +133,7 @@ impl Matcher {
                 }
                 tried[word] |= bit;
             }
-            self.try_rule(index, line)
+            self.try_rule(index, line, locations)
         };
         // Most lines hold none of the literals: answer that with the SIMD (Teddy) search,
         // which overlapping iteration cannot use, and walk overlaps only on candidates.
@@ -140,13 +154,23 @@ impl Matcher {
 
     /// [`Matcher::find_with`] with a throw-away scratch buffer.
     pub fn find(&self, line: &[u8]) -> Option<Match> {
-        self.find_with(line, &mut Vec::new())
+        self.find_with(line, &mut Scratch::default())
     }
 
-    fn try_rule(&self, index: usize, line: &[u8]) -> Option<Match> {
+    fn try_rule(
+        &self,
+        index: usize,
+        line: &[u8],
+        locations: &mut Vec<Option<CaptureLocations>>,
+    ) -> Option<Match> {
         let rule = &self.rules[index];
-        let captures = rule.regex.captures(line)?;
-        let ip = parse_host(captures.name("host")?.as_bytes())?;
+        if locations.len() <= index {
+            locations.resize_with(index + 1, || None);
+        }
+        let locs = locations[index].get_or_insert_with(|| rule.regex.capture_locations());
+        rule.regex.captures_read(locs, line)?;
+        let (start, end) = locs.get(rule.host)?;
+        let ip = parse_host(&line[start..end])?;
         Some(Match {
             filter: rule.filter.clone(),
             rule: rule.name.clone(),

@@ -12,7 +12,7 @@ pub mod tracker;
 
 use serde::{Deserialize, Serialize};
 
-pub use matcher::{Match, Matcher};
+pub use matcher::{Match, Matcher, Scratch};
 
 /// One line format that means "this source failed".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::{
 use serde_json::Value;
 
 use super::{Shared, SourceStats};
-use crate::detect::Matcher;
+use crate::detect::{Matcher, Scratch};
 
 /// What to follow.
 #[derive(Clone, Debug)]
@@ -103,7 +103,7 @@ pub(super) fn follow(
     child: &Child,
 ) {
     let key = spec.key();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     while !shared.stop.load(Ordering::Acquire) {
         let cursor = shared
             .positions

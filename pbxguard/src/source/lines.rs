@@ -129,7 +129,10 @@ mod tests {
             s.feed_numbered(chunk, &mut |n, l| got.push((n, l.to_vec())));
         }
         s.finish(&mut |n, l| got.push((n, l.to_vec())));
-        assert_eq!(got, [(1, b"a".to_vec()), (3, b"b".to_vec()), (4, b"c".to_vec())]);
+        assert_eq!(
+            got,
+            [(1, b"a".to_vec()), (3, b"b".to_vec()), (4, b"c".to_vec())]
+        );
         assert_eq!(s.completed(), 4);
     }
 

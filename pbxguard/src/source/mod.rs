@@ -33,7 +33,7 @@ use self::{
 };
 use crate::{
     config::{Config, SourceConfig},
-    detect::{Matcher, pattern::PatternError},
+    detect::{Matcher, Scratch, pattern::PatternError},
 };
 
 /// A recognised failure.
@@ -110,7 +110,7 @@ impl Shared {
         index: usize,
         matcher: &Matcher,
         stats: &SourceStats,
-        scratch: &mut Vec<u8>,
+        scratch: &mut Scratch,
         line: &[u8],
     ) -> bool {
         stats.lines.fetch_add(1, Ordering::Relaxed);
@@ -306,7 +306,7 @@ fn follow_files(
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut followers: BTreeMap<PathBuf, FileFollower> = BTreeMap::new();
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
     let mut first_scan = true;
     let mut alive = true;
     // Forwards lines until the engine is gone.
