@@ -20,11 +20,10 @@ fn v4(lab: &Lab) -> Vec<usize> {
     )
 }
 
-#[test]
-fn ban_drops_only_the_banned_source_and_del_restores_it() {
+fn ban_drops_only_the_banned_source_and_del_restores_it(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, "");
-    assert!(lab.xdp_attached());
+    let daemon = Daemon::start(&lab, backend, "");
+    assert!(lab.enforcing(backend));
     assert_eq!(v4(&lab), [N, N], "before any ban both sources arrive");
 
     let out = daemon.cli_ok(&[
@@ -45,10 +44,9 @@ fn ban_drops_only_the_banned_source_and_del_restores_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not banned"));
 }
 
-#[test]
-fn ipv6_and_cidr_bans_drop() {
+fn ipv6_and_cidr_bans_drop(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, "");
+    let daemon = Daemon::start(&lab, backend, "");
     let sources = [IpAddr::V6(ATTACKER6), IpAddr::V6(PHONE6)];
     assert_eq!(lab.deliveries(&sources, IpAddr::V6(PBX6), N), [N, N]);
     daemon.cli_ok(&["bans", "add", &format!("{ATTACKER6}/127")]);
@@ -57,10 +55,9 @@ fn ipv6_and_cidr_bans_drop() {
     assert_eq!(list[0]["net"], "fd00:77::66/127");
 }
 
-#[test]
-fn bans_list_json_is_the_documented_contract() {
+fn bans_list_json_is_the_documented_contract(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, "");
+    let daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&[
         "bans",
         "add",
@@ -95,21 +92,24 @@ fn bans_list_json_is_the_documented_contract() {
     );
     assert_eq!(mode & 0o777, 0o600, "control socket is root-only");
     let status = daemon.json(&["status"]);
-    assert_eq!(status["backend"], "xdp");
+    assert_eq!(status["backend"], backend);
     assert_eq!(status["bans"], 2);
     assert_eq!(status["interfaces"][0]["name"], testenv::INSIDE_IF);
-    assert!(["native", "generic"].contains(&status["interfaces"][0]["mode"].as_str().unwrap()));
+    let mode = status["interfaces"][0]["mode"].as_str().unwrap();
+    assert!(["native", "generic", "nftables"].contains(&mode), "{mode}");
 }
 
-#[test]
-fn ban_survives_kill9_and_restart() {
+fn ban_survives_kill9_and_restart(backend: &str) {
     let lab = Lab::new();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&["bans", "add", &ATTACKER.to_string(), "--for", "1h"]);
     let before = daemon.json(&["bans", "list"]);
 
     daemon.kill9();
-    assert!(lab.xdp_attached(), "pinned link keeps the program attached");
+    assert!(
+        lab.enforcing(backend),
+        "pinned link keeps the program attached"
+    );
     assert_eq!(
         v4(&lab),
         [0, N],
@@ -128,22 +128,23 @@ fn ban_survives_kill9_and_restart() {
         "bans list intact after restart"
     );
     assert_eq!(v4(&lab), [0, N]);
-    assert!(
-        daemon
-            .log_text()
-            .contains("swapped new program into pinned link")
-    );
+    if backend == "xdp" {
+        assert!(
+            daemon
+                .log_text()
+                .contains("swapped new program into pinned link")
+        );
+    }
 }
 
-#[test]
-fn reboot_restores_bans_from_the_store() {
+fn reboot_restores_bans_from_the_store(backend: &str) {
     let lab = Lab::new();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
     daemon.cli_ok(&["bans", "add", "2001:db8:bad::/48", "--for", "permanent"]);
     daemon.reboot();
     assert!(
-        lab.xdp_detaches(),
+        lab.stops_enforcing(backend),
         "with bpffs gone nothing is attached, as after a reboot"
     );
     assert_eq!(v4(&lab), [N, N]);
@@ -154,10 +155,9 @@ fn reboot_restores_bans_from_the_store() {
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
 
-#[test]
-fn sigterm_keeps_enforcing_unless_asked_to_detach() {
+fn sigterm_keeps_enforcing_unless_asked_to_detach(backend: &str) {
     let lab = Lab::new();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
     daemon.terminate();
     assert!(!daemon.socket.exists(), "socket removed on clean exit");
@@ -165,14 +165,13 @@ fn sigterm_keeps_enforcing_unless_asked_to_detach() {
 
     daemon.launch(&["--detach-on-exit"]);
     daemon.terminate();
-    assert!(lab.xdp_detaches(), "detached on request");
+    assert!(lab.stops_enforcing(backend), "detached on request");
     assert_eq!(v4(&lab), [N, N]);
 }
 
-#[test]
-fn expired_ban_ends_and_is_forgotten() {
+fn expired_ban_ends_and_is_forgotten(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, "");
+    let daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&["bans", "add", &ATTACKER.to_string(), "--for", "2s"]);
     assert_eq!(v4(&lab), [0, N]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -188,10 +187,13 @@ fn expired_ban_ends_and_is_forgotten() {
     assert_eq!(v4(&lab), [N, N]);
 }
 
-#[test]
-fn owner_and_allowlist_are_never_banned() {
+fn owner_and_allowlist_are_never_banned(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, &format!("[allow]\nnetworks = [\"{PHONE}\"]\n"));
+    let daemon = Daemon::start(
+        &lab,
+        backend,
+        &format!("[allow]\nnetworks = [\"{PHONE}\"]\n"),
+    );
     for (net, why) in [
         (PHONE.to_string(), "allowlisted network"),
         (PBX.to_string(), "an address of this host"),
@@ -220,10 +222,9 @@ fn owner_and_allowlist_are_never_banned() {
     assert!(daemon.packets("allowlisted") >= N as u64);
 }
 
-#[test]
-fn damaged_journal_is_reported_and_the_rest_restored() {
+fn damaged_journal_is_reported_and_the_rest_restored(backend: &str) {
     let lab = Lab::new();
-    let mut daemon = Daemon::start(&lab, "");
+    let mut daemon = Daemon::start(&lab, backend, "");
     daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
     daemon.cli_ok(&["bans", "add", "198.51.100.9"]);
     daemon.kill9();
@@ -241,10 +242,9 @@ fn damaged_journal_is_reported_and_the_rest_restored() {
     assert_eq!(v4(&lab), [0, N], "the readable ban is enforced");
 }
 
-#[test]
-fn second_daemon_on_the_same_socket_is_refused() {
+fn second_daemon_on_the_same_socket_is_refused(backend: &str) {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, "");
+    let daemon = Daemon::start(&lab, backend, "");
     let out = std::process::Command::new(testenv::pbxguard_bin())
         .args(["run", "--config"])
         .arg(&daemon.config)
@@ -259,9 +259,10 @@ fn second_daemon_on_the_same_socket_is_refused() {
 }
 
 /// A detection setup: the built-in `asterisk` filter on a followed log, maxretry = 3.
-fn detecting(lab: &Lab) -> (Daemon, std::path::PathBuf) {
+fn detecting(lab: &Lab, backend: &str) -> (Daemon, std::path::PathBuf) {
     let mut daemon = Daemon::configure(
         lab,
+        backend,
         &format!(
             "[allow]\nnetworks = [\"{PHONE}\"]\n\n[policy]\nmaxretry = 3\nfindtime = \"10m\"\nbantime = \"1h\"\n\n\
              [[source]]\npath = \"LOG\"\nfilters = [\"asterisk\"]\n"
@@ -309,10 +310,9 @@ fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
     }
 }
 
-#[test]
-fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
+fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist(backend: &str) {
     let lab = Lab::new();
-    let (daemon, log) = detecting(&lab);
+    let (daemon, log) = detecting(&lab, backend);
     assert_eq!(v4(&lab), [N, N]);
     // The attacker puts the phone's address in its user name; the phone itself also fails.
     for _ in 0..3 {
@@ -345,10 +345,9 @@ fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist() {
     assert_eq!(status["sources"][0]["matches"], 8);
 }
 
-#[test]
-fn failures_written_while_down_are_read_on_start() {
+fn failures_written_while_down_are_read_on_start(backend: &str) {
     let lab = Lab::new();
-    let (mut daemon, log) = detecting(&lab);
+    let (mut daemon, log) = detecting(&lab, backend);
     append(&log, &failure(&ATTACKER.to_string(), "100"));
     // Let the daemon read (and remember) the first line before stopping it.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -371,14 +370,14 @@ fn failures_written_while_down_are_read_on_start() {
     );
 }
 
-#[test]
-fn journal_unit_failures_ban_and_resume_after_restart() {
+fn journal_unit_failures_ban_and_resume_after_restart(backend: &str) {
     let lab = Lab::new();
     let journal = tempfile::tempdir().unwrap();
     let fail = format!("Failed password for invalid user admin from {ATTACKER} port 4242 ssh2");
     testenv::journal_append(journal.path(), "ssh.service", &[&fail, &fail, &fail]);
     let mut daemon = Daemon::start(
         &lab,
+        backend,
         &format!(
             "[policy]\nmaxretry = 2\n\n[[source]]\njournal_unit = \"ssh.service\"\njournal_directory = \"{}\"\nfilters = [\"sshd\"]\n",
             journal.path().display()
@@ -413,3 +412,37 @@ fn journal_unit_failures_ban_and_resume_after_restart() {
     );
     assert_eq!(v4(&lab), [0, N]);
 }
+
+/// Every test above runs once per backend: the same body, the same assertions.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod xdp {
+            $(#[test]
+            fn $name() {
+                super::$name("xdp")
+            })*
+        }
+        mod nft {
+            $(#[test]
+            fn $name() {
+                super::$name("nft")
+            })*
+        }
+    };
+}
+
+both_backends!(
+    ban_drops_only_the_banned_source_and_del_restores_it,
+    ipv6_and_cidr_bans_drop,
+    bans_list_json_is_the_documented_contract,
+    ban_survives_kill9_and_restart,
+    reboot_restores_bans_from_the_store,
+    sigterm_keeps_enforcing_unless_asked_to_detach,
+    expired_ban_ends_and_is_forgotten,
+    owner_and_allowlist_are_never_banned,
+    damaged_journal_is_reported_and_the_rest_restored,
+    second_daemon_on_the_same_socket_is_refused,
+    failures_in_a_followed_log_ban_the_source_and_never_the_allowlist,
+    failures_written_while_down_are_read_on_start,
+    journal_unit_failures_ban_and_resume_after_restart,
+);

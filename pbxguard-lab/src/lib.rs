@@ -251,6 +251,54 @@ impl Lab {
         true
     }
 
+    /// Whether `backend` (`xdp` or `nft`) has its enforcement in place inside.
+    pub fn enforcing(&self, backend: &str) -> bool {
+        match backend {
+            "nft" => self.nft_table("pbxguard"),
+            _ => self.xdp_attached(),
+        }
+    }
+
+    /// Waits (bounded) until `backend` no longer enforces; true once it stopped.
+    pub fn stops_enforcing(&self, backend: &str) -> bool {
+        match backend {
+            "nft" => !self.nft_table("pbxguard"),
+            _ => self.xdp_detaches(),
+        }
+    }
+
+    /// Whether table `inet NAME` exists inside.
+    pub fn nft_table(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.inside.name,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                name,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Runs `nft ARGS` inside and returns its stdout.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.inside.name, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Whether an XDP program is attached to the protected interface.
     pub fn xdp_attached(&self) -> bool {
         let out = Command::new("ip")

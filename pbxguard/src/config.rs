@@ -230,10 +230,25 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// Which enforcement backend runs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// XDP, falling back to nftables when the program cannot load or attach.
+    #[default]
+    Auto,
+    /// XDP only (start fails if it cannot load).
+    Xdp,
+    /// nftables only.
+    Nft,
+}
+
 /// `[enforce]`
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnforceConfig {
+    /// `auto` (XDP, else nftables), `xdp` or `nft`.
+    pub backend: Backend,
     /// Interfaces the program is attached to (the ones facing the internet).
     pub interfaces: Vec<String>,
     /// `auto`, `native` or `generic`.

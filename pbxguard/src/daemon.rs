@@ -17,9 +17,10 @@ use tokio::{
 };
 
 use crate::{
+    config::Backend,
     config::Config,
     control,
-    enforce::xdp::XdpEnforcer,
+    enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
     engine::Engine,
     source::{Event, Sources},
     store::Store,
@@ -58,13 +59,13 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         tracing::error!(line = damage.line, problem = %damage.problem,
             copy = ?store.damaged_copy(), "ban journal damaged; the readable bans were kept");
     }
-    let enforcer = XdpEnforcer::start(&config)?;
+    let (enforcer, note) = start_backend(&config)?;
     let socket = config.daemon.socket.clone();
-    let engine = Arc::new(Mutex::new(Engine::start(
-        config,
-        store,
-        Box::new(enforcer),
-    )?));
+    let engine = Arc::new(Mutex::new(Engine::start(config, store, enforcer)?));
+    engine
+        .lock()
+        .expect("not poisoned yet")
+        .set_backend_note(note);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),
@@ -118,6 +119,39 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the configured backend; `auto` falls back from XDP to nftables and says why.
+fn start_backend(config: &Config) -> anyhow::Result<(Box<dyn Enforcer>, Option<String>)> {
+    let nft = |config: &Config| -> anyhow::Result<Box<dyn Enforcer>> {
+        // Stale XDP pins from an earlier run would keep enforcing a ban list nobody updates.
+        if crate::enforce::xdp::remove_pins(&config.daemon.bpffs) {
+            tracing::info!("removed XDP pins of an earlier run: nftables is the backend now");
+        }
+        Ok(Box::new(NftEnforcer::start(config)?))
+    };
+    let xdp = |config: &Config| -> anyhow::Result<Box<dyn Enforcer>> {
+        let enforcer = XdpEnforcer::start(config)?;
+        if crate::enforce::nft::remove_table().unwrap_or(false) {
+            tracing::info!("removed table inet pbxguard of an earlier run: XDP is the backend now");
+        }
+        Ok(Box::new(enforcer))
+    };
+    match config.enforce.backend {
+        Backend::Xdp => Ok((xdp(config)?, None)),
+        Backend::Nft => Ok((
+            nft(config)?,
+            Some("configured: [enforce] backend = \"nft\"".into()),
+        )),
+        Backend::Auto => match xdp(config) {
+            Ok(enforcer) => Ok((enforcer, None)),
+            Err(e) => {
+                let reason = format!("XDP could not load or attach: {e:#}");
+                tracing::warn!(reason = %reason, "falling back to nftables");
+                Ok((nft(config)?, Some(reason)))
+            }
+        },
+    }
+}
+
 /// Hands detected failures to the engine, on its own thread (bans fsync the journal).
 fn spawn_detector(
     engine: Arc<Mutex<Engine>>,
@@ -126,10 +160,18 @@ fn spawn_detector(
     std::thread::Builder::new()
         .name("detector".into())
         .spawn(move || {
-            while let Some(event) = events.blocking_recv() {
-                let outcome = engine.lock().unwrap_or_else(|p| p.into_inner()).on_failure(&event, SystemTime::now());
+            while let Some(first) = events.blocking_recv() {
+                // Take whatever else is already queued: a burst becomes one batch.
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match events.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                let outcome = engine.lock().unwrap_or_else(|p| p.into_inner()).on_failures(&batch, SystemTime::now());
                 if let Err(e) = outcome {
-                    tracing::error!(ip = %event.ip, error = %e, "acting on a detected failure failed");
+                    tracing::error!(events = batch.len(), error = %e, "acting on detected failures failed");
                 }
             }
         })

@@ -60,6 +60,8 @@ pub struct Status {
     pub version: &'static str,
     /// Live backend (`xdp`).
     pub backend: &'static str,
+    /// Why this backend is live when it is not XDP (fallback reason or configuration).
+    pub backend_note: Option<String>,
     /// Protected interfaces and how.
     pub interfaces: Vec<InterfaceStatus>,
     /// Active bans.
@@ -176,6 +178,7 @@ pub struct Engine {
     sources: Vec<Arc<SourceStats>>,
     ignored: u64,
     would_ban: u64,
+    backend_note: Option<String>,
 }
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
@@ -204,6 +207,7 @@ impl Engine {
             sources: Vec::new(),
             ignored: 0,
             would_ban: 0,
+            backend_note: None,
         };
         engine
             .enforcer
@@ -214,21 +218,19 @@ impl Engine {
 
     /// Removes backend bans the store does not know and (re)writes every stored ban.
     fn reconcile(&mut self) -> Result<(), EngineError> {
-        let mut stale = 0;
-        for net in self.enforcer.banned()? {
-            if self.store.get(&net).is_none() {
-                self.enforcer.unban(net)?;
-                stale += 1;
-            }
-        }
+        let stale: Vec<IpNet> = self
+            .enforcer
+            .banned()?
+            .into_iter()
+            .filter(|net| self.store.get(net).is_none())
+            .collect();
+        self.enforcer.unban_many(&stale)?;
         let bans: Vec<(IpNet, Option<SystemTime>)> =
             self.store.bans().map(|b| (b.net, b.expires)).collect();
-        for (net, expires) in &bans {
-            self.enforcer.ban(*net, *expires)?;
-        }
+        self.enforcer.ban_many(&bans)?;
         tracing::info!(
             restored = bans.len(),
-            stale_removed = stale,
+            stale_removed = stale.len(),
             "ban state reconciled with the store"
         );
         Ok(())
@@ -274,6 +276,11 @@ impl Engine {
         self.enforcer.as_ref()
     }
 
+    /// Records why the live backend was chosen, for `status`.
+    pub fn set_backend_note(&mut self, note: Option<String>) {
+        self.backend_note = note;
+    }
+
     /// The config in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -315,28 +322,72 @@ impl Engine {
 
     /// Counts one detected failure and bans its source when it crosses the threshold.
     pub fn on_failure(&mut self, event: &Event, now: SystemTime) -> Result<Outcome, EngineError> {
+        let mut outcomes = self.on_failures(std::slice::from_ref(event), now)?;
+        Ok(outcomes.pop().expect("one outcome per event"))
+    }
+
+    /// Handles a burst of failures: every ban they cause is written to the journal with one
+    /// fsync and applied to the backend in one batch.
+    pub fn on_failures(
+        &mut self,
+        events: &[Event],
+        now: SystemTime,
+    ) -> Result<Vec<Outcome>, EngineError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut pending: Vec<BanRecord> = Vec::new();
+        for event in events {
+            let outcome = self.decide(event, now, &pending);
+            if let Outcome::Banned(record) = &outcome {
+                pending.push(record.clone());
+            }
+            outcomes.push(outcome);
+        }
+        if pending.is_empty() {
+            return Ok(outcomes);
+        }
+        self.store.add_detected(pending.clone(), Some(now))?;
+        let bans: Vec<(IpNet, Option<SystemTime>)> =
+            pending.iter().map(|b| (b.net, b.expires)).collect();
+        if let Err(e) = self.enforcer.ban_many(&bans) {
+            // What is not enforced is not recorded.
+            for record in &pending {
+                self.store.remove(&record.net)?;
+            }
+            return Err(e.into());
+        }
+        for record in &pending {
+            tracing::info!(net = %record.net, source = %record.source, rule = ?record.rule, failures = ?record.failures,
+                offense = ?record.offense, expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
+        }
+        Ok(outcomes)
+    }
+
+    /// What one failure leads to; bans are returned, not yet committed.
+    fn decide(&mut self, event: &Event, now: SystemTime, pending: &[BanRecord]) -> Outcome {
         let single = IpNet::from(event.ip);
         if let Err(refusal) = self.guard.check(&single) {
             self.ignored += 1;
             tracing::info!(ip = %event.ip, filter = %event.filter, rule = %event.rule, why = %refusal.why, "failure from a protected address ignored");
-            return Ok(Outcome::Ignored);
+            return Outcome::Ignored;
         }
         // IPv6 is tracked per prefix, unless that prefix would cover something protected.
         let mut net = source_net(event.ip, self.config.policy.ipv6_prefix);
         if net != single && self.guard.check(&net).is_err() {
             net = single;
         }
-        if self.store.get(&net).is_some_and(|b| !b.is_expired(now)) {
-            return Ok(Outcome::AlreadyBanned);
+        if self.store.get(&net).is_some_and(|b| !b.is_expired(now))
+            || pending.iter().any(|b| b.net == net)
+        {
+            return Outcome::AlreadyBanned;
         }
         let t = self.thresholds(&event.filter, event.source, now);
         let failures = self.tracker.record(net, now, t.findtime);
         if failures < t.maxretry {
             tracing::debug!(net = %net, failures, maxretry = t.maxretry, rule = %event.rule, "failure counted");
-            return Ok(Outcome::Counted {
+            return Outcome::Counted {
                 failures,
                 maxretry: t.maxretry,
-            });
+            };
         }
         self.tracker.clear(&net);
         let offense = self.store.offense(&net).map_or(0, |o| o.count) + 1;
@@ -362,11 +413,9 @@ impl Engine {
             self.would_ban += 1;
             tracing::warn!(net = %net, filter = %event.filter, rule = %event.rule, failures, duration = %duration,
                 "observe mode: would ban (nothing was banned)");
-            return Ok(Outcome::WouldBan(record));
+            return Outcome::WouldBan(record);
         }
-        self.store.record_offense(net, now)?;
-        let record = self.commit(record)?;
-        Ok(Outcome::Banned(record))
+        Outcome::Banned(record)
     }
 
     /// Lifts the ban on exactly `net`.
@@ -388,8 +437,9 @@ impl Engine {
             self.store.forget_offenses(before)?;
         }
         let expired = self.store.remove_expired(now)?;
+        self.enforcer
+            .unban_many(&expired.iter().map(|b| b.net).collect::<Vec<_>>())?;
         for ban in &expired {
-            self.enforcer.unban(ban.net)?;
             tracing::info!(net = %ban.net, "ban expired");
         }
         Ok(expired.len())
@@ -415,6 +465,7 @@ impl Engine {
         Status {
             version: env!("CARGO_PKG_VERSION"),
             backend: self.enforcer.backend(),
+            backend_note: self.backend_note.clone(),
             interfaces: self.enforcer.interfaces(),
             bans: self.store.len(),
             allowlisted: self.config.allow.networks.len(),

@@ -201,8 +201,35 @@ impl Store {
 
     /// Records a ban (replacing any on the same network); durable when this returns.
     pub fn add(&mut self, record: BanRecord) -> Result<(), StoreError> {
-        self.append(&Entry::Add(record.clone()))?;
-        self.bans.insert(record.net, record);
+        self.add_detected(vec![record], None)
+    }
+
+    /// Records several bans, and with `now` one more offense for each, in one write and one
+    /// fsync: a burst of detections costs one disk flush, not one per ban.
+    pub fn add_detected(
+        &mut self,
+        records: Vec<BanRecord>,
+        now: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let mut entries = Vec::with_capacity(records.len() * 2);
+        let mut offenses = Vec::new();
+        for record in &records {
+            if let Some(now) = now {
+                let count = self.offenses.get(&record.net).map_or(0, |o| o.count) + 1;
+                let offense = Offense { count, last: now };
+                entries.push(Entry::Offense {
+                    net: record.net,
+                    offense,
+                });
+                offenses.push((record.net, offense));
+            }
+            entries.push(Entry::Add(record.clone()));
+        }
+        self.append_all(&entries)?;
+        self.offenses.extend(offenses);
+        for record in records {
+            self.bans.insert(record.net, record);
+        }
         Ok(())
     }
 
@@ -262,12 +289,19 @@ impl Store {
     }
 
     fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        let mut line = serde_json::to_vec(entry).expect("ban records always serialize");
-        line.push(b'\n');
+        self.append_all(std::slice::from_ref(entry))
+    }
+
+    fn append_all(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut buf, entry).expect("ban records always serialize");
+            buf.push(b'\n');
+        }
         let path = self.dir.join(JOURNAL);
-        self.journal.write_all(&line).map_err(io_err(&path))?;
+        self.journal.write_all(&buf).map_err(io_err(&path))?;
         self.journal.sync_data().map_err(io_err(&path))?;
-        self.lines += 1;
+        self.lines += entries.len();
         // Keep replay time bounded: once the journal is mostly history, rewrite it.
         if self.lines > 1024 && self.lines > 4 * (self.bans.len() + self.offenses.len()) {
             let (journal, lines) = rewrite(&self.dir, &self.bans, &self.offenses)?;

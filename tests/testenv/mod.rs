@@ -32,12 +32,18 @@ pub struct Daemon {
     /// The bpffs pin directory.
     pub bpffs: PathBuf,
     netns: PathBuf,
+    netns_name: String,
     log: PathBuf,
+    /// A command the daemon runs under (e.g. `capsh --drop=...`).
+    pub wrapper: Vec<String>,
+    /// A directory put first on the daemon's PATH (e.g. a counting `nft` wrapper).
+    pub path_prefix: Option<PathBuf>,
 }
 
 impl Daemon {
-    /// Writes a config (base keys plus `extra` TOML lines appended) without starting.
-    pub fn configure(lab: &Lab, extra: &str) -> Daemon {
+    /// Writes a config for `backend` (`xdp`, `nft` or `auto`), plus `extra` TOML lines,
+    /// without starting.
+    pub fn configure(lab: &Lab, backend: &str, extra: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pbxguard-test-")
             .tempdir()
@@ -46,7 +52,7 @@ impl Daemon {
         let bpffs = dir.path().join("bpffs");
         let config = dir.path().join("pbxguard.toml");
         let text = format!(
-            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nbpffs = \"{}\"\n\n[enforce]\ninterfaces = [\"{INSIDE_IF}\"]\n\n{extra}\n",
+            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nbpffs = \"{}\"\n\n[enforce]\nbackend = \"{backend}\"\ninterfaces = [\"{INSIDE_IF}\"]\n\n{extra}\n",
             socket.display(),
             dir.path().join("state").display(),
             bpffs.display(),
@@ -60,12 +66,15 @@ impl Daemon {
             socket,
             bpffs,
             netns: lab.inside.path(),
+            netns_name: lab.inside.name.clone(),
+            wrapper: Vec::new(),
+            path_prefix: None,
         }
     }
 
     /// Configures and starts, waiting until the control socket answers.
-    pub fn start(lab: &Lab, extra: &str) -> Daemon {
-        let mut daemon = Daemon::configure(lab, extra);
+    pub fn start(lab: &Lab, backend: &str, extra: &str) -> Daemon {
+        let mut daemon = Daemon::configure(lab, backend, extra);
         daemon.launch(&[]);
         daemon
     }
@@ -78,12 +87,28 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.netns.display()))
-            .arg(pbxguard_bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .args(args)
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net={}", self.netns.display()));
+        let run = format!(
+            "exec {} run --config {} {}",
+            pbxguard_bin(),
+            self.config.display(),
+            args.join(" ")
+        );
+        if self.wrapper.is_empty() {
+            command
+                .arg(pbxguard_bin())
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .args(args);
+        } else {
+            command.args(&self.wrapper).args(["--", "-c", &run]);
+        }
+        if let Some(prefix) = &self.path_prefix {
+            let path = std::env::var("PATH").unwrap_or_default();
+            command.env("PATH", format!("{}:{path}", prefix.display()));
+        }
+        let child = command
             .env("PBXGUARD_LOG", "debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -180,6 +205,18 @@ impl Daemon {
     pub fn reboot(&mut self) {
         self.kill9();
         unmount(&self.bpffs);
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns_name,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "pbxguard",
+            ])
+            .output();
     }
 
     /// The ban journal file.

@@ -71,6 +71,9 @@ pub enum Command {
     Stats(JsonFlag),
     /// Validate a config file; exits non-zero and names the file, line and key on error.
     CheckConfig,
+    /// Remove everything pbxguard put in the kernel: table inet pbxguard and the pinned XDP
+    /// program, links and maps. Stop the daemon first. The ban journal is kept.
+    UninstallRules,
     /// Run filters over a log file without a daemon (like fail2ban-regex).
     TestLog {
         /// The log file.
@@ -145,6 +148,7 @@ pub fn main(cli: Cli) -> Exit {
                 Exit::BadConfig
             }
         },
+        Command::UninstallRules => uninstall_rules(&cli.config, cli.socket),
         Command::TestLog {
             file,
             filters,
@@ -224,6 +228,38 @@ pub fn main(cli: Cli) -> Exit {
             })
         }
     }
+}
+
+/// `pbxguard uninstall-rules`.
+fn uninstall_rules(config_path: &Path, socket: Option<PathBuf>) -> Exit {
+    let config = Config::load(config_path).ok();
+    let socket = socket_path(config_path, socket);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        eprintln!(
+            "pbxguard: the daemon is running ({}); stop it first (systemctl stop pbxguard)",
+            socket.display()
+        );
+        return Exit::Failure;
+    }
+    let bpffs = config
+        .map(|c| c.daemon.bpffs)
+        .unwrap_or_else(|| config::DaemonConfig::default().bpffs);
+    if crate::enforce::xdp::remove_pins(&bpffs) {
+        println!(
+            "removed pinned XDP program, links and maps under {}",
+            bpffs.display()
+        );
+    }
+    match crate::enforce::nft::remove_table() {
+        Ok(true) => println!("removed nftables table inet pbxguard"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("pbxguard: {e}");
+            return Exit::Failure;
+        }
+    }
+    println!("nothing of pbxguard is enforcing now; bans remain in the journal for the next start");
+    Exit::Success
 }
 
 /// The socket to talk to: `--socket`, else the config's, else the default.

@@ -98,6 +98,9 @@ pub fn status(data: &Value, as_json: bool) -> String {
             format!("{} ({}{pinned})", text(i, "name"), text(i, "mode"))
         })
         .collect();
+    if let Some(note) = data["backend_note"].as_str() {
+        out.push_str(&format!("backend note: {}\n", clean(note)));
+    }
     out.push_str(&format!("interfaces: {}\n", interfaces.join(", ")));
     out.push_str(&format!(
         "bans: {} active\nallowlist: {} networks\n",

@@ -5,6 +5,7 @@
 
 pub mod bpffs;
 pub mod clock;
+pub mod nft;
 pub mod program;
 pub mod xdp;
 
@@ -44,6 +45,11 @@ pub enum EnforceError {
         /// What went wrong.
         message: String,
     },
+    /// nftables refused a change or could not be run.
+    #[error(
+        "nftables: {0}; check that the `nft` command (Debian package nftables) is installed and pbxguard has CAP_NET_ADMIN"
+    )]
+    Nft(String),
     /// A map is full.
     #[error("the {map} map is full ({capacity} entries); raise [ban] max_entries and restart")]
     Full {
@@ -102,6 +108,15 @@ pub trait Enforcer: Send {
     fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError>;
     /// Lifts the ban on exactly `net`; absent is not an error.
     fn unban(&mut self, net: IpNet) -> Result<(), EnforceError>;
+    /// Bans many at once; backends with a per-change cost (nft) apply them in few batches.
+    fn ban_many(&mut self, bans: &[(IpNet, Option<SystemTime>)]) -> Result<(), EnforceError> {
+        bans.iter()
+            .try_for_each(|(net, expires)| self.ban(*net, *expires))
+    }
+    /// Lifts many bans at once.
+    fn unban_many(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        nets.iter().try_for_each(|net| self.unban(*net))
+    }
     /// Every network currently banned in the backend (for reconciliation with the store).
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError>;
     /// Verdict counters.

@@ -99,6 +99,25 @@ fn pinned_links(dir: &Path) -> Vec<(String, AttachMode, PathBuf)> {
         .collect()
 }
 
+/// Removes every pin pbxguard made under `dir` (links, program, maps): the kernel detaches
+/// the program once no one holds it. Touches nothing else. True if anything was removed.
+pub fn remove_pins(dir: &Path) -> bool {
+    let mut removed = false;
+    let mut paths: Vec<PathBuf> = pinned_links(dir).into_iter().map(|(_, _, p)| p).collect();
+    paths.push(dir.join("prog"));
+    paths.extend(
+        pbxguard_common::maps::ALL
+            .iter()
+            .map(|m| super::program::map_pin_path(dir, m)),
+    );
+    for path in paths {
+        if std::fs::remove_file(&path).is_ok() {
+            removed = true;
+        }
+    }
+    removed
+}
+
 fn pin_error(path: &Path, e: impl std::fmt::Display) -> EnforceError {
     EnforceError::Pin {
         path: path.to_path_buf(),
@@ -296,22 +315,8 @@ impl Enforcer for XdpEnforcer {
             return Ok(());
         }
         // Removing the pins lets the kernel detach the links once our fds close.
-        let dir = self.pin_dir.clone();
-        for (iface, _, path) in pinned_links(&dir) {
-            tracing::info!(interface = %iface, "detaching XDP program");
-            std::fs::remove_file(&path).map_err(|e| pin_error(&path, e))?;
-        }
-        let mut paths = vec![dir.join("prog")];
-        paths.extend(
-            pbxguard_common::maps::ALL
-                .iter()
-                .map(|m| super::program::map_pin_path(&dir, m)),
-        );
-        for path in paths {
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(|e| pin_error(&path, e))?;
-            }
-        }
+        tracing::info!(interfaces = ?self.interfaces.iter().map(|i| &i.name).collect::<Vec<_>>(), "detaching XDP program");
+        remove_pins(&self.pin_dir);
         // Closing our link fds is what finally detaches them.
         self.links.clear();
         self.interfaces.clear();

@@ -1,0 +1,389 @@
+//! The nftables backend: the same bans and allowlist where the XDP program cannot load.
+//!
+//! pbxguard owns exactly one table, `inet pbxguard`, and touches nothing else. Its chain
+//! hooks prerouting at raw priority (before conntrack), on the configured interfaces only:
+//! allowlist first, then bans. Ban sets carry per-element timeouts, so bans end on time
+//! without the daemon. Every change is one atomic `nft -j -f -` batch.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, SystemTime},
+};
+
+use ipnet::IpNet;
+use pbxguard_common::Reason;
+use serde_json::{Value, json};
+
+use super::{EnforceError, Enforcer, InterfaceStatus, ReasonStats};
+use crate::config::Config;
+
+/// The table pbxguard owns.
+pub const TABLE: &str = "pbxguard";
+const FAMILY: &str = "inet";
+const CHAIN: &str = "prerouting";
+/// Elements per batch: bounded so one `nft` run stays well inside netlink limits.
+const BATCH: usize = 5000;
+
+/// Named counters, one per verdict nftables can tell apart.
+const COUNTERS: [(Reason, &str); 3] = [
+    (Reason::Passed, "passed"),
+    (Reason::Allowlisted, "allowlisted"),
+    (Reason::Banned, "banned"),
+];
+
+/// Enforces with nftables.
+pub struct NftEnforcer {
+    interfaces: Vec<String>,
+    /// Ban elements we put in the sets (so a replacement deletes before it adds).
+    present: HashSet<IpNet>,
+}
+
+fn nft_error(e: impl std::fmt::Display) -> EnforceError {
+    EnforceError::Nft(e.to_string())
+}
+
+/// Runs one atomic batch.
+fn apply(commands: Vec<Value>) -> Result<(), EnforceError> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let payload = json!({ "nftables": commands }).to_string();
+    nftables::helper::apply_ruleset_raw(
+        &payload,
+        nftables::helper::DEFAULT_NFT,
+        nftables::helper::DEFAULT_ARGS,
+    )
+    .map(drop)
+    .map_err(nft_error)
+}
+
+/// `nft -j list ...` as JSON objects.
+fn list(args: &[&str]) -> Result<Vec<Value>, EnforceError> {
+    let raw = nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, args)
+        .map_err(nft_error)?;
+    let value: Value = serde_json::from_str(&raw).map_err(nft_error)?;
+    Ok(value["nftables"].as_array().cloned().unwrap_or_default())
+}
+
+/// Whether our table exists.
+pub fn table_exists() -> bool {
+    list(&["list", "tables", FAMILY])
+        .map(|objects| objects.iter().any(|o| o["table"]["name"] == TABLE))
+        .unwrap_or(false)
+}
+
+/// Deletes our table (and nothing else); true if there was one.
+pub fn remove_table() -> Result<bool, EnforceError> {
+    if !table_exists() {
+        return Ok(false);
+    }
+    apply(vec![
+        json!({"delete": {"table": {"family": FAMILY, "name": TABLE}}}),
+    ])?;
+    Ok(true)
+}
+
+fn set_name(net: &IpNet, kind: &str) -> String {
+    match net {
+        IpNet::V4(_) => format!("{kind}4"),
+        IpNet::V6(_) => format!("{kind}6"),
+    }
+}
+
+/// A set element: an address, or a prefix.
+fn element_value(net: &IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+fn element(set: &str, elems: Vec<Value>) -> Value {
+    json!({"family": FAMILY, "table": TABLE, "name": set, "elem": elems})
+}
+
+/// Parses an element back from `nft -j list` output.
+fn parse_element(value: &Value) -> Option<IpNet> {
+    match value {
+        Value::String(addr) => addr.parse::<std::net::IpAddr>().ok().map(IpNet::from),
+        Value::Object(map) => {
+            if let Some(prefix) = map.get("prefix") {
+                let addr: std::net::IpAddr = prefix["addr"].as_str()?.parse().ok()?;
+                IpNet::new(addr, prefix["len"].as_u64()? as u8).ok()
+            } else {
+                parse_element(&map.get("elem")?["val"])
+            }
+        }
+        _ => None,
+    }
+}
+
+fn timeout(expires: Option<SystemTime>) -> Option<u64> {
+    expires.map(|t| {
+        let left = t
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        // Whole seconds, rounded up: a ban never ends early.
+        (left.as_millis().div_ceil(1000) as u64).max(1)
+    })
+}
+
+impl NftEnforcer {
+    /// Creates (or refreshes) the table, sets, counters and chain in one batch, keeping the
+    /// set contents, and learns which bans it already holds.
+    pub fn start(config: &Config) -> Result<NftEnforcer, EnforceError> {
+        let interfaces = config.enforce.interfaces.clone();
+        let table = json!({"family": FAMILY, "name": TABLE});
+        let mut commands = vec![json!({"add": {"table": table}})];
+        for (name, kind, timeout) in [
+            ("allow4", "ipv4_addr", false),
+            ("allow6", "ipv6_addr", false),
+            ("ban4", "ipv4_addr", true),
+            ("ban6", "ipv6_addr", true),
+        ] {
+            let mut set = json!({"family": FAMILY, "table": TABLE, "name": name, "type": kind});
+            if timeout {
+                set["flags"] = json!(["interval", "timeout"]);
+            } else {
+                set["flags"] = json!(["interval"]);
+                set["auto-merge"] = json!(true);
+            }
+            commands.push(json!({"add": {"set": set}}));
+        }
+        for (_, name) in COUNTERS {
+            commands.push(
+                json!({"add": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}),
+            );
+        }
+        let chain = json!({"family": FAMILY, "table": TABLE, "name": CHAIN});
+        let mut hooked = chain.clone();
+        hooked["type"] = json!("filter");
+        hooked["hook"] = json!("prerouting");
+        hooked["prio"] = json!(-300);
+        hooked["policy"] = json!("accept");
+        commands.push(json!({"add": {"chain": hooked}}));
+        commands.push(json!({"flush": {"chain": chain}}));
+        let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": {"set": interfaces}}});
+        let rule = |proto: &str, set: &str, counter: &str, verdict: &str| {
+            json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": [
+                iif,
+                {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{set}")}},
+                {"counter": counter},
+                {verdict: null},
+            ]}}})
+        };
+        commands.push(rule("ip", "allow4", "allowlisted", "accept"));
+        commands.push(rule("ip6", "allow6", "allowlisted", "accept"));
+        commands.push(rule("ip", "ban4", "banned", "drop"));
+        commands.push(rule("ip6", "ban6", "banned", "drop"));
+        commands.push(json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": [iif, {"counter": "passed"}]}}}));
+        apply(commands)?;
+        let mut enforcer = NftEnforcer {
+            interfaces,
+            present: HashSet::new(),
+        };
+        enforcer.present = enforcer
+            .set_elements("ban4")?
+            .into_iter()
+            .chain(enforcer.set_elements("ban6")?)
+            .collect();
+        tracing::info!(table = "inet pbxguard", interfaces = ?enforcer.interfaces, bans = enforcer.present.len(), "nftables rules in place");
+        Ok(enforcer)
+    }
+
+    fn set_elements(&self, set: &str) -> Result<Vec<IpNet>, EnforceError> {
+        let objects = list(&["list", "set", FAMILY, TABLE, set])?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| o["set"]["elem"].as_array())
+            .flatten()
+            .filter_map(parse_element)
+            .collect())
+    }
+
+    fn ban_commands(&self, net: IpNet, expires: Option<SystemTime>) -> Vec<Value> {
+        let set = set_name(&net, "ban");
+        let mut commands = Vec::new();
+        if self.present.contains(&net) {
+            // Replacing: the new expiry must win.
+            commands.push(json!({"delete": {"element": element(&set, vec![element_value(&net)])}}));
+        }
+        let value = match timeout(expires) {
+            Some(secs) => json!({"elem": {"val": element_value(&net), "timeout": secs}}),
+            None => element_value(&net),
+        };
+        commands.push(json!({"add": {"element": element(&set, vec![value])}}));
+        commands
+    }
+}
+
+impl Enforcer for NftEnforcer {
+    fn backend(&self) -> &'static str {
+        "nft"
+    }
+
+    fn interfaces(&self) -> Vec<InterfaceStatus> {
+        self.interfaces
+            .iter()
+            .map(|name| InterfaceStatus {
+                name: name.clone(),
+                mode: "nftables".into(),
+                pinned: false,
+            })
+            .collect()
+    }
+
+    fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        let mut commands = Vec::new();
+        for set in ["allow4", "allow6"] {
+            commands
+                .push(json!({"flush": {"set": {"family": FAMILY, "table": TABLE, "name": set}}}));
+            let elems: Vec<Value> = nets
+                .iter()
+                .filter(|n| set_name(n, "allow") == set)
+                .map(element_value)
+                .collect();
+            if !elems.is_empty() {
+                commands.push(json!({"add": {"element": element(set, elems)}}));
+            }
+        }
+        // Flush and refill in one transaction: no moment without the allowlist.
+        apply(commands)
+    }
+
+    fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError> {
+        apply(self.ban_commands(net, expires))?;
+        self.present.insert(net);
+        Ok(())
+    }
+
+    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        self.unban_many(&[net])
+    }
+
+    fn ban_many(&mut self, bans: &[(IpNet, Option<SystemTime>)]) -> Result<(), EnforceError> {
+        for chunk in bans.chunks(BATCH) {
+            let commands: Vec<Value> = chunk
+                .iter()
+                .flat_map(|(net, expires)| self.ban_commands(*net, *expires))
+                .collect();
+            match apply(commands) {
+                Ok(()) => self.present.extend(chunk.iter().map(|(net, _)| *net)),
+                Err(batch_error) => {
+                    // One bad element (e.g. a ban nested in another: nft interval sets refuse
+                    // overlaps) must not cost the others: apply them one by one.
+                    tracing::warn!(error = %batch_error, "nft batch refused; applying its bans one by one");
+                    for (net, expires) in chunk {
+                        if let Err(e) = self.ban(*net, *expires) {
+                            tracing::error!(net = %net, error = %e, "nftables refused this ban");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unban_many(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        let known: Vec<IpNet> = nets
+            .iter()
+            .copied()
+            .filter(|n| self.present.contains(n))
+            .collect();
+        for chunk in known.chunks(BATCH) {
+            let commands = chunk
+                .iter()
+                .map(|net| json!({"delete": {"element": element(&set_name(net, "ban"), vec![element_value(net)])}}))
+                .collect();
+            if let Err(e) = apply(commands) {
+                // An element that already timed out is gone: delete the rest one by one.
+                tracing::debug!(error = %e, "nft unban batch refused; retrying one by one");
+                for net in chunk {
+                    let _ = apply(vec![
+                        json!({"delete": {"element": element(&set_name(net, "ban"), vec![element_value(net)])}}),
+                    ]);
+                }
+            }
+            for net in chunk {
+                self.present.remove(net);
+            }
+        }
+        Ok(())
+    }
+
+    fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
+        Ok(self
+            .set_elements("ban4")?
+            .into_iter()
+            .chain(self.set_elements("ban6")?)
+            .collect())
+    }
+
+    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+        let objects = list(&["list", "counters", "table", FAMILY, TABLE])?;
+        let counter = |name: &str| {
+            objects
+                .iter()
+                .map(|o| &o["counter"])
+                .find(|c| c["name"] == name)
+                .map(|c| {
+                    (
+                        c["packets"].as_u64().unwrap_or(0),
+                        c["bytes"].as_u64().unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        Ok(Reason::ALL
+            .iter()
+            .map(|reason| {
+                let (packets, bytes) = COUNTERS
+                    .iter()
+                    .find(|(r, _)| r == reason)
+                    .map(|(_, name)| counter(name))
+                    .unwrap_or((0, 0));
+                ReasonStats::new(*reason, packets, bytes)
+            })
+            .collect())
+    }
+
+    fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
+        if detach {
+            tracing::info!("removing table inet pbxguard");
+            remove_table()?;
+        } else {
+            tracing::info!("exiting; table inet pbxguard stays and bans stay enforced");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::parse_net;
+
+    #[test]
+    fn elements_round_trip_through_nft_json() {
+        for text in [
+            "198.51.100.7",
+            "198.51.100.0/24",
+            "2001:db8::1",
+            "2001:db8::/48",
+        ] {
+            let net = parse_net(text).unwrap();
+            assert_eq!(parse_element(&element_value(&net)), Some(net));
+            let timed = json!({"elem": {"val": element_value(&net), "timeout": 60, "expires": 59}});
+            assert_eq!(parse_element(&timed), Some(net));
+        }
+    }
+
+    #[test]
+    fn timeouts_round_up_and_permanent_has_none() {
+        assert_eq!(timeout(None), None);
+        assert_eq!(timeout(Some(SystemTime::UNIX_EPOCH)), Some(1));
+        let t = timeout(Some(SystemTime::now() + Duration::from_millis(90_500))).unwrap();
+        assert!((90..=91).contains(&t), "{t}");
+    }
+}
