@@ -148,6 +148,20 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs the CLI inside the daemon's network namespace (for commands that change
+    /// nftables, which must never touch the host's own namespace).
+    pub fn cli_inside(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.netns.display()))
+            .arg(pbxguard_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -176,6 +190,11 @@ impl Daemon {
             .find(|r| r["reason"] == reason)
             .and_then(|r| r["packets"].as_u64())
             .unwrap()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
     }
 
     /// SIGKILL, as a crash would.

@@ -1,0 +1,217 @@
+//! Backend selection and nftables specifics, in namespaces this test creates: fallback
+//! without BPF capabilities, other tables left alone, bursts in few batches, uninstall.
+
+mod testenv;
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use testenv::{ATTACKER, Daemon, Lab, PBX, PHONE};
+
+const N: usize = 20;
+
+fn v4(lab: &Lab) -> Vec<usize> {
+    lab.deliveries(
+        &[IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)],
+        IpAddr::V4(PBX),
+        N,
+    )
+}
+
+#[test]
+fn auto_falls_back_to_nftables_without_bpf_capabilities() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::configure(&lab, "auto", "");
+    daemon.wrapper = ["capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon"]
+        .map(String::from)
+        .to_vec();
+    daemon.launch(&[]);
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["backend"], "nft", "{status}");
+    let note = status["backend_note"].as_str().unwrap();
+    assert!(note.contains("XDP could not load or attach"), "{note}");
+    assert!(
+        daemon
+            .cli_ok(&["status"])
+            .contains("backend note: XDP could not")
+    );
+    assert!(!lab.xdp_attached());
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    assert_eq!(v4(&lab), [0, N], "nftables enforces the ban");
+    assert!(daemon.packets("banned") >= N as u64);
+}
+
+#[test]
+fn auto_uses_xdp_when_it_can() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "auto", "");
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["backend"], "xdp");
+    assert!(status["backend_note"].is_null());
+    assert!(!lab.nft_table("pbxguard"));
+}
+
+const FOREIGN: &str = "table inet admin {
+    set keep {
+        type ipv4_addr
+        elements = { 192.0.2.1 }
+    }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ip saddr 192.0.2.99 accept
+    }
+}
+table ip nat {
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+    }
+}
+";
+
+fn foreign(lab: &Lab) -> String {
+    lab.nft(&["list", "table", "inet", "admin"]) + &lab.nft(&["list", "table", "ip", "nat"])
+}
+
+#[test]
+fn other_tables_are_untouched_by_start_reload_bursts_and_uninstall() {
+    let lab = Lab::new();
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), FOREIGN).unwrap();
+    lab.nft(&["-f", rules.path().to_str().unwrap()]);
+    let before = foreign(&lab);
+
+    let mut daemon = Daemon::start(&lab, "nft", "");
+    for i in 0..50 {
+        daemon.cli_ok(&["bans", "add", &format!("198.51.100.{i}")]);
+    }
+    let pid = daemon.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(daemon.log_text().contains("config reloaded"));
+    assert_eq!(foreign(&lab), before);
+
+    let out = daemon.cli_inside(&[
+        "uninstall-rules",
+        "--config",
+        daemon.config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "refused while the daemon runs");
+    daemon.terminate();
+    assert!(lab.nft_table("pbxguard"), "a clean stop keeps enforcing");
+    let out = daemon.cli_inside(&[
+        "uninstall-rules",
+        "--config",
+        daemon.config.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("removed nftables table inet pbxguard"),
+        "{out}"
+    );
+    assert!(!lab.nft_table("pbxguard"));
+    assert_eq!(foreign(&lab), before, "other tables unchanged");
+}
+
+#[test]
+fn uninstall_rules_detaches_pinned_xdp() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "xdp", "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.kill9();
+    assert_eq!(v4(&lab), [0, N]);
+    let out = daemon.cli_inside(&[
+        "uninstall-rules",
+        "--config",
+        daemon.config.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("removed pinned XDP program"), "{out}");
+    assert!(lab.xdp_detaches());
+    assert_eq!(v4(&lab), [N, N]);
+    // The journal is kept: the next start enforces the ban again.
+    daemon.launch(&[]);
+    assert_eq!(v4(&lab), [0, N]);
+}
+
+#[test]
+fn switching_backends_leaves_only_the_live_one() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "xdp", "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.terminate();
+    let text = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("backend = \"xdp\"", "backend = \"nft\"");
+    std::fs::write(&daemon.config, text).unwrap();
+    daemon.launch(&[]);
+    assert!(
+        lab.xdp_detaches(),
+        "the XDP pins of the earlier run are gone"
+    );
+    assert!(lab.nft_table("pbxguard"));
+    assert_eq!(v4(&lab), [0, N], "the ban moved over from the journal");
+}
+
+#[test]
+fn a_burst_of_10000_bans_takes_a_handful_of_nft_runs() {
+    let lab = Lab::new();
+    // A counting `nft` in front of the real one.
+    let wrapper = tempfile::tempdir().unwrap();
+    let calls = wrapper.path().join("calls");
+    let script = wrapper.path().join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho x >> {}\nexec /usr/sbin/nft \"$@\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let mut daemon = Daemon::configure(
+        &lab,
+        "nft",
+        "[policy]\nmaxretry = 1\n[[source]]\npath = \"LOG\"\nfilters = [\"sshd\"]\n",
+    );
+    let log = daemon.dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let text = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("LOG", log.to_str().unwrap());
+    std::fs::write(&daemon.config, text).unwrap();
+    daemon.path_prefix = Some(wrapper.path().to_path_buf());
+    daemon.launch(&[]);
+    let _ = std::fs::remove_file(&calls);
+
+    let mut lines = String::new();
+    for i in 0..10_000u32 {
+        let ip = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+        lines.push_str(&format!(
+            "Nov 26 11:03:53 pbx sshd[42]: Invalid user admin from {ip} port 4242\n"
+        ));
+    }
+    std::fs::write(&log, lines).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while daemon.json(&["status"])["bans"] != 10_000 {
+        assert!(
+            Instant::now() < deadline,
+            "bans: {}",
+            daemon.json(&["status"])["bans"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let runs = std::fs::read_to_string(&calls)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(runs <= 50, "10,000 bans took {runs} nft runs");
+    let elements = lab.nft(&["-j", "list", "set", "inet", "pbxguard", "ban4"]);
+    assert_eq!(elements.matches("198.18.").count(), 10_000);
+}
