@@ -78,7 +78,7 @@ fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
 
 /// What the benchmarks compare against (not needed to build or test).
 pub fn bench_peers() -> anyhow::Result<()> {
-    install_missing(&["fail2ban"])
+    install_missing(&["fail2ban", "netsniff-ng"])
 }
 
 fn nightly() -> anyhow::Result<()> {
