@@ -215,3 +215,39 @@ fn a_burst_of_10000_bans_takes_a_handful_of_nft_runs() {
     let elements = lab.nft(&["-j", "list", "set", "inet", "pbxguard", "ban4"]);
     assert_eq!(elements.matches("198.18.").count(), 10_000);
 }
+
+#[test]
+fn nft_start_reconciles_the_table_with_the_journal() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::start(&lab, "nft", "");
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    daemon.terminate();
+    // Someone edits our sets while pbxguard is stopped: a stray ban and a missing one.
+    lab.nft(&[
+        "add",
+        "element",
+        "inet",
+        "pbxguard",
+        "ban4",
+        "{ 203.0.113.99 }",
+    ]);
+    lab.nft(&[
+        "delete",
+        "element",
+        "inet",
+        "pbxguard",
+        "ban4",
+        &format!("{{ {ATTACKER} }}"),
+    ]);
+    daemon.launch(&[]);
+    let set = lab.nft(&["list", "set", "inet", "pbxguard", "ban4"]);
+    assert!(
+        !set.contains("203.0.113.99"),
+        "stale element removed: {set}"
+    );
+    assert!(
+        set.contains(&ATTACKER.to_string()),
+        "missing element restored: {set}"
+    );
+    assert_eq!(v4(&lab), [0, N]);
+}

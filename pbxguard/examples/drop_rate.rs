@@ -37,7 +37,12 @@ fn busy_seconds() -> f64 {
 }
 
 fn banned_packets(enforcer: &dyn Enforcer) -> u64 {
-    enforcer.stats().unwrap().iter().find(|r| r.reason == "banned").map_or(0, |r| r.packets)
+    enforcer
+        .stats()
+        .unwrap()
+        .iter()
+        .find(|r| r.reason == "banned")
+        .map_or(0, |r| r.packets)
 }
 
 /// Floods from the attacker for FLOOD; returns (dropped packets/s, busy cores).
@@ -46,7 +51,13 @@ fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
     let cpu = busy_seconds();
     let started = Instant::now();
     let status = Command::new("ip")
-        .args(["netns", "exec", &lab.outside.name, "timeout", "--signal=INT"])
+        .args([
+            "netns",
+            "exec",
+            &lab.outside.name,
+            "timeout",
+            "--signal=INT",
+        ])
         .arg(format!("{}", FLOOD.as_secs()))
         .args(["trafgen", "--dev", "wan0", "--cpus", "1", "-q", "--conf"])
         .arg(conf)
@@ -64,15 +75,21 @@ fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
 fn main() -> anyhow::Result<()> {
     let lab = Lab::named("pbxg-drop");
     let mac = {
-        let out = Command::new("ip").args(["-n", &lab.inside.name, "-j", "link", "show", INSIDE_IF]).output()?;
+        let out = Command::new("ip")
+            .args(["-n", &lab.inside.name, "-j", "link", "show", INSIDE_IF])
+            .output()?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         json[0]["address"].as_str().unwrap_or_default().to_string()
     };
-    let dir = tempfile::Builder::new().prefix("pbxguard-drop-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("pbxguard-drop-")
+        .tempdir()?;
     let conf = dir.path().join("flood.cfg");
     std::fs::write(
         &conf,
-        format!("{{ eth(da={mac}), ipv4(saddr={ATTACKER}, daddr={PBX}), udp(sp=40000, dp=5060), fill(0x41, 18) }}\n"),
+        format!(
+            "{{ eth(da={mac}), ipv4(saddr={ATTACKER}, daddr={PBX}), udp(sp=40000, dp=5060), fill(0x41, 18) }}\n"
+        ),
     )?;
     let config = Config::parse(
         &format!(
@@ -82,14 +99,28 @@ fn main() -> anyhow::Result<()> {
         Path::new("bench.toml"),
     )?;
     // From here on this process (and every nft it runs) lives in the protected namespace.
-    setns(std::fs::File::open(lab.inside.path())?, CloneFlags::CLONE_NEWNET)?;
+    setns(
+        std::fs::File::open(lab.inside.path())?,
+        CloneFlags::CLONE_NEWNET,
+    )?;
 
     let attacker = IpNet::from(std::net::IpAddr::V4(ATTACKER));
     let others: Vec<(IpNet, Option<SystemTime>)> = (1..100_000u32)
-        .map(|i| (IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))), None))
+        .map(|i| {
+            (
+                IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))),
+                None,
+            )
+        })
         .collect();
-    println!("== drop rate: UDP flood from one banned source over a veth pair (trafgen, one sender core, {} s each)", FLOOD.as_secs());
-    println!("{:<8} {:>8} {:>14} {:>11} {:>14} {:>16}", "backend", "bans", "dropped pkt/s", "busy cores", "pkt/s per core", "add 100,000 bans");
+    println!(
+        "== drop rate: UDP flood from one banned source over a veth pair (trafgen, one sender core, {} s each)",
+        FLOOD.as_secs()
+    );
+    println!(
+        "{:<8} {:>8} {:>14} {:>11} {:>14} {:>16}",
+        "backend", "bans", "dropped pkt/s", "busy cores", "pkt/s per core", "add 100,000 bans"
+    );
     let mut results = Vec::new();
     for backend in ["xdp", "nft"] {
         let mut enforcer: Box<dyn Enforcer> = match backend {
@@ -102,9 +133,15 @@ fn main() -> anyhow::Result<()> {
         enforcer.ban_many(&others)?;
         let add = started.elapsed();
         let (rate2, busy2) = flood(&lab, enforcer.as_ref(), &conf);
-        for (bans, rate, busy, add) in [(1, rate1, busy1, None), (100_000, rate2, busy2, Some(add))] {
-            let add = add.map(|d| format!("{:.2} s", d.as_secs_f64())).unwrap_or_default();
-            println!("{backend:<8} {bans:>8} {rate:>14.0} {busy:>11.2} {:>14.0} {add:>16}", rate / busy.max(0.01));
+        for (bans, rate, busy, add) in [(1, rate1, busy1, None), (100_000, rate2, busy2, Some(add))]
+        {
+            let add = add
+                .map(|d| format!("{:.2} s", d.as_secs_f64()))
+                .unwrap_or_default();
+            println!(
+                "{backend:<8} {bans:>8} {rate:>14.0} {busy:>11.2} {:>14.0} {add:>16}",
+                rate / busy.max(0.01)
+            );
         }
         results.push((rate1 / busy1.max(0.01), rate2 / busy2.max(0.01)));
         enforcer.shutdown(true)?;

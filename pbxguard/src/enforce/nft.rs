@@ -202,18 +202,32 @@ impl NftEnforcer {
             .collect())
     }
 
-    fn ban_commands(&self, net: IpNet, expires: Option<SystemTime>) -> Vec<Value> {
-        let set = set_name(&net, "ban");
+    /// Commands for a group of bans: one delete (for replacements, so the new expiry wins)
+    /// and one add per set, however many elements.
+    fn ban_commands(&self, bans: &[(IpNet, Option<SystemTime>)]) -> Vec<Value> {
         let mut commands = Vec::new();
-        if self.present.contains(&net) {
-            // Replacing: the new expiry must win.
-            commands.push(json!({"delete": {"element": element(&set, vec![element_value(&net)])}}));
+        for kind in ["ban4", "ban6"] {
+            let ours = || {
+                bans.iter()
+                    .filter(move |(net, _)| set_name(net, "ban") == kind)
+            };
+            let replaced: Vec<Value> = ours()
+                .filter(|(net, _)| self.present.contains(net))
+                .map(|(net, _)| element_value(net))
+                .collect();
+            if !replaced.is_empty() {
+                commands.push(json!({"delete": {"element": element(kind, replaced)}}));
+            }
+            let added: Vec<Value> = ours()
+                .map(|(net, expires)| match timeout(*expires) {
+                    Some(secs) => json!({"elem": {"val": element_value(net), "timeout": secs}}),
+                    None => element_value(net),
+                })
+                .collect();
+            if !added.is_empty() {
+                commands.push(json!({"add": {"element": element(kind, added)}}));
+            }
         }
-        let value = match timeout(expires) {
-            Some(secs) => json!({"elem": {"val": element_value(&net), "timeout": secs}}),
-            None => element_value(&net),
-        };
-        commands.push(json!({"add": {"element": element(&set, vec![value])}}));
         commands
     }
 }
@@ -253,7 +267,7 @@ impl Enforcer for NftEnforcer {
     }
 
     fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError> {
-        apply(self.ban_commands(net, expires))?;
+        apply(self.ban_commands(&[(net, expires)]))?;
         self.present.insert(net);
         Ok(())
     }
@@ -264,11 +278,7 @@ impl Enforcer for NftEnforcer {
 
     fn ban_many(&mut self, bans: &[(IpNet, Option<SystemTime>)]) -> Result<(), EnforceError> {
         for chunk in bans.chunks(BATCH) {
-            let commands: Vec<Value> = chunk
-                .iter()
-                .flat_map(|(net, expires)| self.ban_commands(*net, *expires))
-                .collect();
-            match apply(commands) {
+            match apply(self.ban_commands(chunk)) {
                 Ok(()) => self.present.extend(chunk.iter().map(|(net, _)| *net)),
                 Err(batch_error) => {
                     // One bad element (e.g. a ban nested in another: nft interval sets refuse
@@ -292,10 +302,17 @@ impl Enforcer for NftEnforcer {
             .filter(|n| self.present.contains(n))
             .collect();
         for chunk in known.chunks(BATCH) {
-            let commands = chunk
-                .iter()
-                .map(|net| json!({"delete": {"element": element(&set_name(net, "ban"), vec![element_value(net)])}}))
-                .collect();
+            let mut commands = Vec::new();
+            for kind in ["ban4", "ban6"] {
+                let elems: Vec<Value> = chunk
+                    .iter()
+                    .filter(|n| set_name(n, "ban") == kind)
+                    .map(element_value)
+                    .collect();
+                if !elems.is_empty() {
+                    commands.push(json!({"delete": {"element": element(kind, elems)}}));
+                }
+            }
             if let Err(e) = apply(commands) {
                 // An element that already timed out is gone: delete the rest one by one.
                 tracing::debug!(error = %e, "nft unban batch refused; retrying one by one");
