@@ -19,9 +19,154 @@ pub mod maps {
     pub const BAN_V6: &str = "BAN_V6";
     /// Per-CPU packet and byte counters, indexed by [`crate::Reason`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Geo-blocked IPv4 networks (LPM trie, value: country code).
+    pub const GEO_V4: &str = "GEO_V4";
+    /// Geo-blocked IPv6 networks.
+    pub const GEO_V6: &str = "GEO_V6";
+    /// Protected destination ports ([`crate::PortKey`] -> rule id).
+    pub const PROTECTED: &str = "PROTECTED";
+    /// Trusted IPv4 sources per protected rule (LPM trie, key data = rule id BE ++ address).
+    pub const TRUSTED_V4: &str = "TRUSTED_V4";
+    /// Trusted IPv6 sources per protected rule.
+    pub const TRUSTED_V6: &str = "TRUSTED_V6";
+    /// Ports that carry SIP ([`crate::PortKey`] -> 1): flood limit and scanner checks apply.
+    pub const SIP_PORTS: &str = "SIP_PORTS";
+    /// Settings of the runtime rules (one [`crate::Settings`]).
+    pub const SETTINGS: &str = "SETTINGS";
+    /// Token buckets per source (LRU hash, key: address as 16 bytes).
+    pub const BUCKETS: &str = "BUCKETS";
+    /// Scanner User-Agent signatures ([`crate::Signature`] by index).
+    pub const SCANNERS: &str = "SCANNERS";
+    /// Ring buffer of [`crate::DetectionEvent`]s for the daemon.
+    pub const EVENTS: &str = "EVENTS";
     /// Every map the daemon pins, in a stable order.
-    pub const ALL: [&str; 5] = [ALLOW_V4, ALLOW_V6, BAN_V4, BAN_V6, COUNTERS];
+    pub const ALL: [&str; 15] = [
+        ALLOW_V4, ALLOW_V6, BAN_V4, BAN_V6, COUNTERS, GEO_V4, GEO_V6, PROTECTED, TRUSTED_V4,
+        TRUSTED_V6, SIP_PORTS, SETTINGS, BUCKETS, SCANNERS, EVENTS,
+    ];
 }
+
+/// Most protect rules at once.
+pub const MAX_PROTECT_RULES: u32 = 256;
+/// Most trusted networks per address family, over all protect rules.
+pub const MAX_TRUSTED: u32 = 65_536;
+/// Sources tracked by the flood limit (least recently seen are evicted first).
+pub const MAX_BUCKETS: u32 = 262_144;
+/// Most scanner signatures.
+pub const MAX_SIGNATURES: u32 = 32;
+/// Longest scanner signature, in bytes.
+pub const SIGNATURE_LEN: usize = 32;
+/// Geo map capacity per family (a full country database aggregates to well under this).
+pub const MAX_GEO: u32 = 1_048_576;
+/// How far into a UDP payload the program looks for the User-Agent header.
+pub const SCAN_WINDOW: usize = 512;
+
+/// Key of [`maps::PROTECTED`] and [`maps::SIP_PORTS`]: destination port and IP protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Zero.
+    pub pad: u8,
+}
+
+/// Runtime switches and limits for the perimeter rules, changed without reloading.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Flood limit on SIP ports: packets per second per source (0 = off).
+    pub flood_rate: u32,
+    /// Flood limit burst (bucket size, packets).
+    pub flood_burst: u32,
+    /// Send an event to the daemon every this many over-limit packets of one source.
+    pub flood_event_every: u32,
+    /// Number of valid entries in [`maps::SCANNERS`] (0 = scanner check off).
+    pub signatures: u32,
+}
+
+/// One source's token bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens in thousandths of a packet.
+    pub milli_tokens: u64,
+    /// Boot-time ns of the last refill.
+    pub last_ns: u64,
+    /// Over-limit packets so far.
+    pub overruns: u64,
+}
+
+/// A scanner User-Agent prefix, folded (every byte OR 0x20, so ASCII letters compare
+/// case-insensitively) and packed into little-endian words with a mask of the used bytes:
+/// the program compares it in four branch-free word steps, which keeps the verifier happy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The folded prefix bytes, zero beyond its length.
+    pub words: [u64; 4],
+    /// 0xff for each byte of the prefix, zero beyond.
+    pub mask: [u64; 4],
+}
+
+impl Signature {
+    /// Folds and packs `prefix` (at most [`SIGNATURE_LEN`] bytes are used).
+    pub fn new(prefix: &[u8]) -> Signature {
+        let mut bytes = [0u8; SIGNATURE_LEN];
+        let mut mask = [0u8; SIGNATURE_LEN];
+        for (i, b) in prefix.iter().take(SIGNATURE_LEN).enumerate() {
+            bytes[i] = b | 0x20;
+            mask[i] = 0xff;
+        }
+        let word = |a: &[u8; SIGNATURE_LEN], k: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&a[k * 8..k * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        Signature {
+            words: [
+                word(&bytes, 0),
+                word(&bytes, 1),
+                word(&bytes, 2),
+                word(&bytes, 3),
+            ],
+            mask: [
+                word(&mask, 0),
+                word(&mask, 1),
+                word(&mask, 2),
+                word(&mask, 3),
+            ],
+        }
+    }
+}
+
+/// Folding applied to both sides of a signature comparison.
+pub const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// What the program tells the daemon: a source worth banning.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetectionEvent {
+    /// [`EVENT_FLOOD`] or [`EVENT_SCANNER`].
+    pub kind: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// Source address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Destination port.
+    pub port: u16,
+    /// Signature index for scanner events.
+    pub detail: u16,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// [`DetectionEvent::kind`]: a source kept exceeding the SIP flood limit.
+pub const EVENT_FLOOD: u32 = 1;
+/// [`DetectionEvent::kind`]: a known scanner's User-Agent.
+pub const EVENT_SCANNER: u32 = 2;
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "pbxguard";
@@ -70,16 +215,28 @@ pub enum Reason {
     Banned = 3,
     /// Source matched a ban whose expiry has passed: passed.
     BanExpired = 4,
+    /// Source is in a geo-blocked network: dropped.
+    GeoBlocked = 5,
+    /// Destination port is protected and the source is not trusted: dropped.
+    ProtectedPort = 6,
+    /// Source exceeds the SIP flood limit: dropped.
+    Flood = 7,
+    /// SIP request from a known scanner's User-Agent: dropped.
+    Scanner = 8,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Passed,
         Reason::Unparsed,
         Reason::Allowlisted,
         Reason::Banned,
         Reason::BanExpired,
+        Reason::GeoBlocked,
+        Reason::ProtectedPort,
+        Reason::Flood,
+        Reason::Scanner,
     ];
 
     /// Stable, human-readable name used by `pbxguard stats` and metrics.
@@ -90,12 +247,23 @@ impl Reason {
             Reason::Allowlisted => "allowlisted",
             Reason::Banned => "banned",
             Reason::BanExpired => "ban_expired",
+            Reason::GeoBlocked => "geo_blocked",
+            Reason::ProtectedPort => "protected_port",
+            Reason::Flood => "sip_flood",
+            Reason::Scanner => "sip_scanner",
         }
     }
 
     /// Whether packets with this reason are dropped.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::Banned)
+        matches!(
+            self,
+            Reason::Banned
+                | Reason::GeoBlocked
+                | Reason::ProtectedPort
+                | Reason::Flood
+                | Reason::Scanner
+        )
     }
 }
 

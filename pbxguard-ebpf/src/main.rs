@@ -7,6 +7,7 @@
 #![no_main]
 
 mod parse;
+mod rules;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -35,7 +36,7 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SL
 #[xdp]
 pub fn pbxguard(ctx: XdpContext) -> u32 {
     let reason = match parse::parse(&ctx) {
-        Some(packet) => classify(&packet),
+        Some(packet) => classify(&ctx, &packet),
         None => Reason::Unparsed,
     };
     count(reason, (ctx.data_end() - ctx.data()) as u64);
@@ -48,7 +49,7 @@ pub fn pbxguard(ctx: XdpContext) -> u32 {
 
 /// Applies the rules in verdict order to a parsed packet.
 #[inline(always)]
-fn classify(packet: &Packet) -> Reason {
+fn classify(ctx: &XdpContext, packet: &Packet) -> Reason {
     let ban = match packet.source {
         Source::V4(addr) => {
             let key = Key::new(32, addr);
@@ -65,18 +66,33 @@ fn classify(packet: &Packet) -> Reason {
             BAN_V6.get(&key)
         }
     };
-    match ban {
-        None => Reason::Passed,
-        Some(entry) => {
-            let expires = entry.expires_boot_ns;
-            // SAFETY: a plain helper call with no arguments.
-            if expires == 0 || unsafe { bpf_ktime_get_boot_ns() } < expires {
-                Reason::Banned
-            } else {
-                Reason::BanExpired
+    let mut pass = Reason::Passed;
+    if let Some(entry) = ban {
+        let expires = entry.expires_boot_ns;
+        // SAFETY: a plain helper call with no arguments.
+        if expires == 0 || unsafe { bpf_ktime_get_boot_ns() } < expires {
+            return Reason::Banned;
+        }
+        pass = Reason::BanExpired;
+    }
+    if rules::geo_blocked(&packet.source) {
+        return Reason::GeoBlocked;
+    }
+    if let Some(t) = &packet.transport {
+        if rules::protected_denies(&packet.source, t) {
+            return Reason::ProtectedPort;
+        }
+        if rules::is_sip(t) {
+            let settings = rules::settings();
+            if rules::flooding(&packet.source, t, &settings) {
+                return Reason::Flood;
+            }
+            if rules::scanner(ctx, &packet.source, t, &settings) {
+                return Reason::Scanner;
             }
         }
     }
+    pass
 }
 
 #[inline(always)]

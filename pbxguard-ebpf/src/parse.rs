@@ -12,8 +12,8 @@ const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 /// Most IPv6 extension headers we walk before giving up on finding the transport header.
 const MAX_V6_EXT_HEADERS: usize = 6;
 
@@ -23,18 +23,19 @@ pub enum Source {
     V6([u8; 16]),
 }
 
-/// Transport protocol and destination port, when the packet carries a readable one.
-#[allow(dead_code)] // read by the port rules; kept here so parsing lives in one place
+/// Transport protocol and ports, when the packet carries a readable transport header.
 pub struct Transport {
     pub protocol: u8,
+    #[allow(dead_code)] // parsed with the rest; no rule needs it yet
     pub src_port: u16,
     pub dst_port: u16,
+    /// Offset of the UDP payload from the start of the frame (0 for TCP).
+    pub payload: usize,
 }
 
 /// What the rules look at.
 pub struct Packet {
     pub source: Source,
-    #[allow(dead_code)]
     pub transport: Option<Transport>,
 }
 
@@ -50,7 +51,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     // SAFETY: ptr_at checked that the value lies within [data, data_end).
     ptr_at::<T>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
 }
@@ -169,5 +170,6 @@ fn transport(ctx: &XdpContext, protocol: u8, at: usize) -> Option<Transport> {
         protocol,
         src_port: read_be16(ctx, at)?,
         dst_port: read_be16(ctx, at + 2)?,
+        payload: if protocol == IPPROTO_UDP { at + 8 } else { 0 },
     })
 }

@@ -82,6 +82,34 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// A TCP/IPv4 segment (SYN, no payload) from `src` to `dst:port`.
+    pub fn tcp4(self, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+        let mut out = self.header(0x0800);
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&40001u16.to_be_bytes());
+        out.extend_from_slice(&port.to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        out
+    }
+}
+
+/// A SIP request as scanners send it, with `user_agent` after `filler` bytes of headers.
+pub fn sip_request(user_agent: &str, filler: usize) -> Vec<u8> {
+    let mut text = String::from(
+        "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\n",
+    );
+    text.push_str(&format!("X-Filler: {}\r\n", "a".repeat(filler)));
+    text.push_str("From: \"sipvicious\" <sip:100@1.1.1.1>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\n");
+    text.push_str(&format!(
+        "{user_agent}\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ));
+    text.into_bytes()
+}
+
 fn udp(port: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&40000u16.to_be_bytes());

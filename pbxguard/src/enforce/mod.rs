@@ -6,6 +6,7 @@
 pub mod bpffs;
 pub mod clock;
 pub mod nft;
+pub mod perimeter;
 pub mod program;
 pub mod xdp;
 

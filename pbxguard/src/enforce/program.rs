@@ -105,10 +105,13 @@ pub struct XdpProgram {
     ebpf: Ebpf,
     allow: Tries<u32>,
     bans: Tries<BanEntry>,
+    geo: Tries<u32>,
     counters: PerCpuArray<MapData, Counter>,
+    perimeter: super::perimeter::PerimeterMaps,
+    events: Option<aya::maps::RingBuf<MapData>>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> Result<T, EnforceError> {
@@ -187,7 +190,14 @@ impl XdpProgram {
                 DEFAULT_MAX_ALLOW,
             )?,
             bans,
+            geo: Tries::take(
+                &mut ebpf,
+                [maps::GEO_V4, maps::GEO_V6],
+                pbxguard_common::MAX_GEO,
+            )?,
             counters: take(&mut ebpf, maps::COUNTERS)?,
+            perimeter: super::perimeter::PerimeterMaps::take(&mut ebpf)?,
+            events: Some(take(&mut ebpf, maps::EVENTS)?),
             ebpf,
         })
     }
@@ -247,6 +257,34 @@ impl XdpProgram {
             }
         }
         Ok(())
+    }
+
+    /// Replaces the perimeter rules (trusted-only ports, SIP ports, flood limit, scanners).
+    pub fn set_perimeter(
+        &mut self,
+        perimeter: &super::perimeter::Perimeter,
+    ) -> Result<(), EnforceError> {
+        self.perimeter.apply(perimeter)
+    }
+
+    /// Makes the geo-blocked networks exactly `nets` (added before stale ones go).
+    pub fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        for net in nets {
+            self.geo.insert(*net, 1)?;
+        }
+        let want: std::collections::HashSet<&IpNet> = nets.iter().collect();
+        for (old, _) in self.geo.entries()? {
+            if !want.contains(&old) {
+                self.geo.remove(old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ring buffer of detection events (flood overruns, scanners); taken once, by the
+    /// daemon's event reader.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        self.events.take()
     }
 
     /// Packets and bytes per reason, summed over CPUs.

@@ -1,0 +1,179 @@
+//! The perimeter rules' maps on the user side: trusted-only ports, SIP ports, the flood
+//! limit, scanner signatures and geo blocks. Each setter replaces the rule set as a whole,
+//! adding new entries before removing stale ones, so a change never opens a gap.
+
+use std::collections::HashSet;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
+};
+use ipnet::IpNet;
+use pbxguard_common::{MAX_SIGNATURES, PortKey, Settings, Signature, maps};
+
+use super::{EnforceError, program::take};
+
+/// One `[[protect]]` rule: these ports only from these networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProtectRule {
+    /// Destination ports (with protocol).
+    pub ports: Vec<PortKey>,
+    /// Sources allowed to reach them.
+    pub trusted: Vec<IpNet>,
+}
+
+/// Everything the perimeter rules need, as the daemon computes it from the config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Perimeter {
+    /// Trusted-only ports.
+    pub protect: Vec<ProtectRule>,
+    /// Ports that carry SIP (flood limit and scanner check).
+    pub sip_ports: Vec<PortKey>,
+    /// Flood limit settings (the signature count is filled in from `signatures`).
+    pub settings: Settings,
+    /// Scanner User-Agent prefixes.
+    pub signatures: Vec<String>,
+}
+
+/// The maps behind the perimeter rules.
+pub struct PerimeterMaps {
+    protected: HashMap<MapData, PortKey, u32>,
+    trusted_v4: LpmTrie<MapData, [u8; 8], u32>,
+    trusted_v6: LpmTrie<MapData, [u8; 20], u32>,
+    sip_ports: HashMap<MapData, PortKey, u32>,
+    settings: Array<MapData, Settings>,
+    scanners: Array<MapData, Signature>,
+}
+
+/// LPM key of a trusted network for rule `rule`: rule id (big-endian) before the address.
+enum TrustKey {
+    V4(Key<[u8; 8]>),
+    V6(Key<[u8; 20]>),
+}
+
+fn trust_key(rule: u32, net: &IpNet) -> TrustKey {
+    let id = rule.to_be_bytes();
+    match net {
+        IpNet::V4(n) => {
+            let mut data = [0u8; 8];
+            data[..4].copy_from_slice(&id);
+            data[4..].copy_from_slice(&n.network().octets());
+            TrustKey::V4(Key::new(32 + u32::from(n.prefix_len()), data))
+        }
+        IpNet::V6(n) => {
+            let mut data = [0u8; 20];
+            data[..4].copy_from_slice(&id);
+            data[4..].copy_from_slice(&n.network().octets());
+            TrustKey::V6(Key::new(32 + u32::from(n.prefix_len()), data))
+        }
+    }
+}
+
+fn missing_ok(result: Result<(), aya::maps::MapError>) -> Result<(), EnforceError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(s))
+            if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl PerimeterMaps {
+    /// Takes the maps out of the loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<PerimeterMaps, EnforceError> {
+        Ok(PerimeterMaps {
+            protected: take(ebpf, maps::PROTECTED)?,
+            trusted_v4: take(ebpf, maps::TRUSTED_V4)?,
+            trusted_v6: take(ebpf, maps::TRUSTED_V6)?,
+            sip_ports: take(ebpf, maps::SIP_PORTS)?,
+            settings: take(ebpf, maps::SETTINGS)?,
+            scanners: take(ebpf, maps::SCANNERS)?,
+        })
+    }
+
+    /// Makes the maps hold exactly `perimeter`.
+    pub fn apply(&mut self, perimeter: &Perimeter) -> Result<(), EnforceError> {
+        // Trusted networks first, then the ports that need them: a newly protected port
+        // never drops its trusted sources for lack of an entry.
+        let mut want_v4 = HashSet::new();
+        let mut want_v6 = HashSet::new();
+        for (rule, protect) in perimeter.protect.iter().enumerate() {
+            for net in &protect.trusted {
+                match trust_key(rule as u32, net) {
+                    TrustKey::V4(key) => {
+                        self.trusted_v4.insert(&key, 1, 0)?;
+                        want_v4.insert((key.prefix_len(), key.data()));
+                    }
+                    TrustKey::V6(key) => {
+                        self.trusted_v6.insert(&key, 1, 0)?;
+                        want_v6.insert((key.prefix_len(), key.data()));
+                    }
+                }
+            }
+        }
+        let mut ports = std::collections::HashMap::new();
+        for (rule, protect) in perimeter.protect.iter().enumerate() {
+            for port in &protect.ports {
+                ports.entry(*port).or_insert(rule as u32);
+            }
+        }
+        for (port, rule) in &ports {
+            self.protected.insert(port, rule, 0)?;
+        }
+        let stale: Vec<PortKey> = self
+            .protected
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !ports.contains_key(k))
+            .collect();
+        for key in stale {
+            missing_ok(self.protected.remove(&key))?;
+        }
+        let stale: Vec<Key<[u8; 8]>> = self
+            .trusted_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want_v4.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in stale {
+            missing_ok(self.trusted_v4.remove(&key))?;
+        }
+        let stale: Vec<Key<[u8; 20]>> = self
+            .trusted_v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want_v6.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for key in stale {
+            missing_ok(self.trusted_v6.remove(&key))?;
+        }
+        // SIP ports.
+        for port in &perimeter.sip_ports {
+            self.sip_ports.insert(port, 1, 0)?;
+        }
+        let stale: Vec<PortKey> = self
+            .sip_ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !perimeter.sip_ports.contains(k))
+            .collect();
+        for key in stale {
+            missing_ok(self.sip_ports.remove(&key))?;
+        }
+        // Signatures, then the count that makes them live.
+        let count = perimeter.signatures.len().min(MAX_SIGNATURES as usize);
+        for (i, text) in perimeter.signatures.iter().take(count).enumerate() {
+            self.scanners
+                .set(i as u32, Signature::new(text.as_bytes()), 0)?;
+        }
+        let settings = Settings {
+            signatures: count as u32,
+            ..perimeter.settings
+        };
+        self.settings.set(0, settings, 0)?;
+        Ok(())
+    }
+}
