@@ -16,6 +16,10 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build replays the inner cargo's progress lines as build warnings; keep it quiet
+    // so a build shows only real errors.
+    // SAFETY: the build script is single-threaded at this point.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

@@ -19,6 +19,10 @@ use crate::{
     units::{BanDuration, duration_serde, net_serde},
 };
 
+/// Names under which the XDP program's own detections (flood overruns, scanner
+/// User-Agents) reach the engine; usable in `[policy.filter.NAME]`.
+pub const XDP_FILTERS: [&str; 2] = ["sip-flood", "sip-scanner"];
+
 /// Where the daemon and the CLI look for the config when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/pbxguard/pbxguard.toml";
 
@@ -42,6 +46,165 @@ pub struct Config {
     pub source: Vec<SourceConfig>,
     /// Admin-defined filters (`[[filter]]`), used like the built-in ones.
     pub filter: Vec<FilterSpec>,
+    /// Which ports carry SIP (flood limit and scanner check apply there).
+    pub sip: SipConfig,
+    /// Per-source SIP flood limit, enforced in XDP.
+    pub flood: FloodConfig,
+    /// Known SIP scanners, dropped from their first packet.
+    pub scanners: ScannersConfig,
+    /// Trusted-only ports (`[[protect]]`).
+    pub protect: Vec<ProtectConfig>,
+}
+
+/// A destination port with its protocol, written `5060/udp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// Port number.
+    pub port: u16,
+    /// 6 (tcp) or 17 (udp).
+    pub proto: u8,
+}
+
+impl std::str::FromStr for PortSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || format!("`{text}` is not a port (expected e.g. \"5060/udp\" or \"5061/tcp\")");
+        let (port, proto) = text.trim().split_once('/').ok_or_else(err)?;
+        let port: u16 = port.parse().map_err(|_| err())?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "udp" => 17,
+            "tcp" => 6,
+            _ => return Err(err()),
+        };
+        if port == 0 {
+            return Err(err());
+        }
+        Ok(PortSpec { port, proto })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.port,
+            if self.proto == 6 { "tcp" } else { "udp" }
+        )
+    }
+}
+
+impl Serialize for PortSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[sip]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// SIP ports (`5060/udp`, ...).
+    pub ports: Vec<PortSpec>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            ports: vec![
+                PortSpec {
+                    port: 5060,
+                    proto: 17,
+                },
+                PortSpec {
+                    port: 5060,
+                    proto: 6,
+                },
+                PortSpec {
+                    port: 5061,
+                    proto: 6,
+                },
+            ],
+        }
+    }
+}
+
+/// `[flood]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Packets per second one source may send to the SIP ports (0 = no limit).
+    pub packets_per_second: u32,
+    /// Packets it may send in a burst above that rate.
+    pub burst: u32,
+    /// Every this many over-limit packets count as one failure toward a ban (filter
+    /// `sip-flood`, banned at the first one unless `[policy.filter.sip-flood]` says otherwise).
+    pub overruns_per_failure: u32,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self {
+            packets_per_second: 100,
+            burst: 400,
+            overruns_per_failure: 200,
+        }
+    }
+}
+
+/// `[scanners]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannersConfig {
+    /// User-Agent prefixes of SIP scanners (case-insensitive, at most 32 bytes each, at most
+    /// 32 entries); `[]` turns the check off.
+    pub user_agents: Vec<String>,
+}
+
+/// Scanners seen in the wild, by the User-Agent they announce.
+pub const DEFAULT_SCANNERS: [&str; 14] = [
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "VaxSIPUserAgent",
+    "pplsip",
+    "iWar",
+    "sip-scan",
+    "SIPScan",
+    "smap",
+    "sundayddr",
+    "siparmyknife",
+    "Cisco-SIPGateway/IOS-12.x",
+    "sipsak",
+    "PortSIP VoIP SDK",
+];
+
+impl Default for ScannersConfig {
+    fn default() -> Self {
+        Self {
+            user_agents: DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// `[[protect]]`: ports only the trusted may reach.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectConfig {
+    /// Ports (`5060/udp`, `22/tcp`).
+    pub ports: Vec<PortSpec>,
+    /// Sources allowed to reach them (your SIP trunk provider, office, phones).
+    #[serde(with = "net_serde::vec")]
+    pub trusted: Vec<IpNet>,
 }
 
 /// Whether detections ban or only report.
@@ -364,6 +527,57 @@ impl Config {
             .collect()
     }
 
+    fn validate_perimeter(&self) -> Result<(), (String, String)> {
+        if self.scanners.user_agents.len() > pbxguard_common::MAX_SIGNATURES as usize {
+            return Err((
+                "scanners.user_agents".into(),
+                format!("at most {} entries", pbxguard_common::MAX_SIGNATURES),
+            ));
+        }
+        for ua in &self.scanners.user_agents {
+            if ua.is_empty() || ua.len() > pbxguard_common::SIGNATURE_LEN || !ua.is_ascii() {
+                return Err((
+                    "scanners.user_agents".into(),
+                    format!(
+                        "`{ua}`: a signature is 1 to {} ASCII bytes (a User-Agent prefix)",
+                        pbxguard_common::SIGNATURE_LEN
+                    ),
+                ));
+            }
+        }
+        if self.flood.packets_per_second > 0 && self.flood.burst == 0 {
+            return Err((
+                "flood.burst".into(),
+                "must be at least 1 when packets_per_second is set".into(),
+            ));
+        }
+        if self.protect.len() > pbxguard_common::MAX_PROTECT_RULES as usize {
+            return Err((
+                "protect".into(),
+                format!(
+                    "at most {} [[protect]] rules",
+                    pbxguard_common::MAX_PROTECT_RULES
+                ),
+            ));
+        }
+        for (i, rule) in self.protect.iter().enumerate() {
+            if rule.ports.is_empty() {
+                return Err((
+                    format!("protect[{i}].ports"),
+                    "name the ports to protect, e.g. ports = [\"5060/udp\"]".into(),
+                ));
+            }
+            if rule.trusted.is_empty() {
+                return Err((
+                    format!("protect[{i}].trusted"),
+                    "no trusted sources: everyone would be dropped; list your trunk provider and office networks"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The filter spec called `name`: an admin's `[[filter]]` or a built-in.
     pub fn filter_spec(&self, name: &str) -> Option<FilterSpec> {
         self.filter
@@ -374,6 +588,7 @@ impl Config {
     }
 
     fn validate_detection(&self) -> Result<(), (String, String)> {
+        self.validate_perimeter()?;
         let p = &self.policy;
         if p.maxretry == 0 {
             return Err(("policy.maxretry".into(), "must be at least 1".into()));
@@ -397,7 +612,7 @@ impl Config {
             ));
         }
         for (name, t) in &p.filter {
-            if !self.filter_names().contains(name) {
+            if !self.filter_names().contains(name) && !XDP_FILTERS.contains(&name.as_str()) {
                 return Err((
                     format!("policy.filter.{name}"),
                     format!(

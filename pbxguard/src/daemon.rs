@@ -5,7 +5,10 @@
 use std::{
     os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -69,12 +72,24 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),
-        events_tx,
+        events_tx.clone(),
     )?;
     engine
         .lock()
         .expect("not poisoned yet")
         .attach_sources(sources.stats().to_vec());
+    let program_events = {
+        let mut engine = engine.lock().expect("not poisoned yet");
+        let signatures = engine.config().scanners.user_agents.clone();
+        engine.take_events().map(|ring| {
+            let stop = Arc::new(AtomicBool::new(false));
+            (
+                crate::source::program::spawn(ring, signatures, events_tx.clone(), stop.clone()),
+                stop,
+            )
+        })
+    };
+    drop(events_tx);
     let detector = spawn_detector(engine.clone(), events_rx);
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
@@ -109,6 +124,10 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     tracing::info!(detach, "stopping");
     server.abort();
     tokio::task::spawn_blocking(move || sources.stop()).await?;
+    if let Some((thread, stop)) = program_events {
+        stop.store(true, Ordering::Release);
+        let _ = thread.join();
+    }
     let _ = detector.join();
     let _ = std::fs::remove_file(&socket);
     // Connection tasks may still hold the engine; lock it rather than wait for them.

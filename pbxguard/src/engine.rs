@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::{
     config::{Config, Mode, Thresholds},
     detect::tracker::{Tracker, source_net},
+    enforce::perimeter::Perimeter,
     enforce::{EnforceError, Enforcer, InterfaceStatus, ReasonStats},
     guard::{Guard, Refusal},
     schedule::Schedule,
@@ -213,6 +214,9 @@ impl Engine {
             .enforcer
             .set_allowlist(&engine.config.allow.networks)?;
         engine.reconcile()?;
+        engine
+            .enforcer
+            .set_perimeter(&Perimeter::from_config(&engine.config))?;
         Ok(engine)
     }
 
@@ -271,6 +275,11 @@ impl Engine {
         Ok(record)
     }
 
+    /// The backend's detection events, for the daemon's reader (taken once).
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.enforcer.take_events()
+    }
+
     /// The backend, for inspection (tests, status).
     pub fn enforcer(&self) -> &dyn Enforcer {
         self.enforcer.as_ref()
@@ -306,6 +315,11 @@ impl Engine {
             findtime: p.findtime,
             bantime: p.bantime,
         };
+        // The program's own detections are already conclusive (a scanner's User-Agent, or
+        // hundreds of over-limit packets): one is enough unless the admin says otherwise.
+        if crate::config::XDP_FILTERS.contains(&filter) {
+            e.maxretry = 1;
+        }
         if let Some(t) = p.filter.get(filter) {
             e.apply(t);
         }
@@ -507,12 +521,18 @@ impl Engine {
             );
         }
         self.enforcer.set_allowlist(&config.allow.networks)?;
+        self.enforcer
+            .set_perimeter(&Perimeter::from_config(&config))?;
         self.guard = Guard::new(&config.allow.networks);
         self.offhours = offhours_schedule(&config);
         self.config.allow = config.allow;
         self.config.ban.default_duration = config.ban.default_duration;
         self.config.policy = config.policy;
         self.config.offhours = config.offhours;
+        self.config.sip = config.sip;
+        self.config.flood = config.flood;
+        self.config.scanners = config.scanners;
+        self.config.protect = config.protect;
         Ok(())
     }
 

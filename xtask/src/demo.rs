@@ -66,7 +66,17 @@ impl Demo<'_> {
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<()> {
-        println!("\n$ pbxguard {}", args.join(" "));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        println!("\n$ pbxguard {}", shown.join(" "));
         Command::new(self.bin)
             .arg("--socket")
             .arg(&self.socket)

@@ -5,7 +5,8 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 /// Debian packages the daemon, its tests and the demo use (`systemd-journal-remote` writes
-/// the journal files the journal-source tests follow).
+/// the journal files the journal-source tests follow; `sipvicious` is the scanner the
+/// perimeter tests must stop).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -13,6 +14,7 @@ const APT_PACKAGES: &[&str] = &[
     "xdp-tools",
     "ca-certificates",
     "systemd-journal-remote",
+    "sipvicious",
 ];
 /// The bpf-linker release verified against the pinned nightly (DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -157,7 +157,10 @@ pub fn main(cli: Cli) -> Exit {
             // A custom filter may live in the config; a missing default config is fine.
             let config = match Config::load(&cli.config) {
                 Ok(config) => Some(config),
-                Err(_) if !cli.config.exists() => None,
+                // Only the default config may be absent (test-log also works without one).
+                Err(_) if !cli.config.exists() && cli.config == Path::new(config::DEFAULT_PATH) => {
+                    None
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     return Exit::BadConfig;

@@ -122,6 +122,20 @@ pub trait Enforcer: Send {
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError>;
     /// Verdict counters.
     fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError>;
+    /// Replaces the perimeter rules (trusted-only ports, SIP flood limit, scanners). A backend
+    /// that cannot express them says so once and enforces the rest.
+    fn set_perimeter(&mut self, _perimeter: &perimeter::Perimeter) -> Result<(), EnforceError> {
+        tracing::warn!(
+            backend = self.backend(),
+            "this backend does not enforce [[protect]], [flood] or [scanners]"
+        );
+        Ok(())
+    }
+    /// The program's detection events (flood overruns, scanners), if the backend has them;
+    /// taken once by the daemon.
+    fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        None
+    }
     /// Called on daemon exit: keep enforcing (`detach == false`) or remove everything.
     /// The backend must not be used afterwards.
     fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError>;

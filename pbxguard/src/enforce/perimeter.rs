@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use pbxguard_common::{MAX_SIGNATURES, PortKey, Settings, Signature, maps};
 
 use super::{EnforceError, program::take};
+use crate::config::Config;
 
 /// One `[[protect]]` rule: these ports only from these networks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +34,35 @@ pub struct Perimeter {
     pub settings: Settings,
     /// Scanner User-Agent prefixes.
     pub signatures: Vec<String>,
+}
+
+impl Perimeter {
+    /// The rules `config` asks for.
+    pub fn from_config(config: &Config) -> Perimeter {
+        let key = |p: &crate::config::PortSpec| PortKey {
+            port: p.port,
+            proto: p.proto,
+            pad: 0,
+        };
+        Perimeter {
+            protect: config
+                .protect
+                .iter()
+                .map(|rule| ProtectRule {
+                    ports: rule.ports.iter().map(key).collect(),
+                    trusted: rule.trusted.clone(),
+                })
+                .collect(),
+            sip_ports: config.sip.ports.iter().map(key).collect(),
+            settings: Settings {
+                flood_rate: config.flood.packets_per_second,
+                flood_burst: config.flood.burst,
+                flood_event_every: config.flood.overruns_per_failure.max(1),
+                signatures: 0,
+            },
+            signatures: config.scanners.user_agents.clone(),
+        }
+    }
 }
 
 /// The maps behind the perimeter rules.

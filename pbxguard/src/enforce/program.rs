@@ -365,6 +365,17 @@ impl super::Enforcer for XdpProgram {
         self.counters()
     }
 
+    fn set_perimeter(
+        &mut self,
+        perimeter: &super::perimeter::Perimeter,
+    ) -> Result<(), EnforceError> {
+        XdpProgram::set_perimeter(self, perimeter)
+    }
+
+    fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        XdpProgram::take_events(self)
+    }
+
     fn shutdown(&mut self, _detach: bool) -> Result<(), EnforceError> {
         Ok(())
     }

@@ -309,6 +309,17 @@ impl Enforcer for XdpEnforcer {
         self.program.counters()
     }
 
+    fn set_perimeter(
+        &mut self,
+        perimeter: &super::perimeter::Perimeter,
+    ) -> Result<(), EnforceError> {
+        self.program.set_perimeter(perimeter)
+    }
+
+    fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.program.take_events()
+    }
+
     fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
         if !detach {
             tracing::info!("exiting; XDP program stays attached and bans stay enforced");

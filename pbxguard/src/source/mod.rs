@@ -9,6 +9,7 @@ pub mod file;
 pub mod journal;
 pub mod lines;
 pub mod positions;
+pub mod program;
 
 use std::{
     collections::{BTreeMap, HashSet},
