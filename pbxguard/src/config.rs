@@ -54,6 +54,8 @@ pub struct Config {
     pub scanners: ScannersConfig,
     /// Trusted-only ports (`[[protect]]`).
     pub protect: Vec<ProtectConfig>,
+    /// Countries to drop.
+    pub geo: crate::geo::GeoConfig,
 }
 
 /// A destination port with its protocol, written `5060/udp`.
@@ -528,6 +530,7 @@ impl Config {
     }
 
     fn validate_perimeter(&self) -> Result<(), (String, String)> {
+        self.geo.validate().map_err(|(k, m)| (k.to_string(), m))?;
         if self.scanners.user_agents.len() > pbxguard_common::MAX_SIGNATURES as usize {
             return Err((
                 "scanners.user_agents".into(),

@@ -110,12 +110,16 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => reload(&engine, &options.config),
             _ = sweep.tick() => {
-                let engine = engine.clone();
-                let swept = tokio::task::spawn_blocking(move || {
-                    engine.lock().unwrap_or_else(|p| p.into_inner()).expire(SystemTime::now())
+                let shared = engine.clone();
+                let (swept, refreshed) = tokio::task::spawn_blocking(move || {
+                    let mut engine = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    (engine.expire(SystemTime::now()), engine.refresh_geo())
                 }).await?;
                 if let Err(e) = swept {
                     tracing::error!(error = %e, "sweeping expired bans failed");
+                }
+                if let Err(e) = refreshed {
+                    tracing::error!(error = %e, "reloading geo rules failed");
                 }
                 sources.save_positions();
             }

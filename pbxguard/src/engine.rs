@@ -83,6 +83,8 @@ pub struct Status {
     pub ignored_failures: u64,
     /// Bans observe mode would have made.
     pub would_ban: u64,
+    /// Networks loaded by the geo rules.
+    pub geo_networks: usize,
     /// Lines read and matched per source.
     pub sources: Vec<SourceStatus>,
 }
@@ -180,6 +182,8 @@ pub struct Engine {
     ignored: u64,
     would_ban: u64,
     backend_note: Option<String>,
+    geo_stamp: Option<crate::geo::Stamp>,
+    geo_networks: usize,
 }
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
@@ -209,6 +213,8 @@ impl Engine {
             ignored: 0,
             would_ban: 0,
             backend_note: None,
+            geo_stamp: None,
+            geo_networks: 0,
         };
         engine
             .enforcer
@@ -217,7 +223,35 @@ impl Engine {
         engine
             .enforcer
             .set_perimeter(&Perimeter::from_config(&engine.config))?;
+        engine.apply_geo()?;
         Ok(engine)
+    }
+
+    /// Recomputes the geo-blocked networks from the database and loads them. A database
+    /// that cannot be read keeps the networks already loaded (and is logged).
+    pub fn apply_geo(&mut self) -> Result<(), EngineError> {
+        self.geo_stamp = crate::geo::stamp(&self.config.geo);
+        match crate::geo::blocked_networks(&self.config.geo) {
+            Ok(nets) => {
+                if self.config.geo.active() {
+                    tracing::info!(networks = nets.len(), "geo rules loaded");
+                }
+                self.geo_networks = nets.len();
+                self.enforcer.set_geo(&nets)?;
+            }
+            Err(e) => tracing::error!(error = %e, "geo rules not updated"),
+        }
+        Ok(())
+    }
+
+    /// Reloads the geo rules when the database file was replaced (geoipupdate writes a new
+    /// file); cheap when nothing changed.
+    pub fn refresh_geo(&mut self) -> Result<(), EngineError> {
+        if crate::geo::stamp(&self.config.geo) != self.geo_stamp {
+            tracing::info!("geo database changed; reloading");
+            self.apply_geo()?;
+        }
+        Ok(())
     }
 
     /// Removes backend bans the store does not know and (re)writes every stored ban.
@@ -490,6 +524,7 @@ impl Engine {
             tracked_sources: self.tracker.len(),
             ignored_failures: self.ignored,
             would_ban: self.would_ban,
+            geo_networks: self.geo_networks,
             sources: self
                 .sources
                 .iter()
@@ -533,6 +568,11 @@ impl Engine {
         self.config.flood = config.flood;
         self.config.scanners = config.scanners;
         self.config.protect = config.protect;
+        let geo_changed = self.config.geo != config.geo;
+        self.config.geo = config.geo;
+        if geo_changed {
+            self.apply_geo()?;
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod engine;
+pub mod geo;
 pub mod guard;
 pub mod schedule;
 pub mod source;

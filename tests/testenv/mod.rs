@@ -292,3 +292,35 @@ pub fn journal_append(dir: &Path, unit: &str, messages: &[&str]) {
     assert!(status.success());
     std::fs::remove_file(input).unwrap();
 }
+
+/// Writes a MaxMind country database with `networks` (CIDR, ISO code) to `path`, using
+/// Debian's MaxMind::DB::Writer (package libmaxmind-db-writer-perl; setup installs it).
+pub fn write_mmdb(path: &Path, networks: &[(&str, &str)]) {
+    let mut script = String::from(
+        "use MaxMind::DB::Writer::Tree;\n\
+         my %types = (country => 'map', iso_code => 'utf8_string', names => 'map', en => 'utf8_string');\n\
+         my $tree = MaxMind::DB::Writer::Tree->new(ip_version => 6, record_size => 24,\n\
+           database_type => 'GeoLite2-Country', languages => ['en'], description => { en => 'pbxguard test' },\n\
+           alias_ipv6_to_ipv4 => 1, remove_reserved_networks => 0, map_key_type_callback => sub { $types{ $_[0] } });\n",
+    );
+    for (net, cc) in networks {
+        script.push_str(&format!("$tree->insert_network('{net}', {{ country => {{ iso_code => '{cc}', names => {{ en => '{cc}' }} }} }});\n"));
+    }
+    // Write beside and rename, as geoipupdate does.
+    let tmp = path.with_extension("tmp");
+    script.push_str(&format!(
+        "open my $fh, '>:raw', '{}' or die; $tree->write_tree($fh); close $fh;\n",
+        tmp.display()
+    ));
+    let out = Command::new("perl")
+        .arg("-e")
+        .arg(&script)
+        .output()
+        .expect("perl");
+    assert!(
+        out.status.success(),
+        "mmdb writer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages the daemon, its tests and the demo use (`systemd-journal-remote` writes
 /// the journal files the journal-source tests follow; `sipvicious` is the scanner the
-/// perimeter tests must stop).
+/// perimeter tests must stop; `libmaxmind-db-writer-perl` builds the geo tests' databases).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -15,6 +15,7 @@ const APT_PACKAGES: &[&str] = &[
     "ca-certificates",
     "systemd-journal-remote",
     "sipvicious",
+    "libmaxmind-db-writer-perl",
 ];
 /// The bpf-linker release verified against the pinned nightly (DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -71,6 +71,9 @@ pub enum Command {
     Stats(JsonFlag),
     /// Validate a config file; exits non-zero and names the file, line and key on error.
     CheckConfig,
+    /// Geo rules: look up an address's country and verdict.
+    #[command(subcommand)]
+    Geo(GeoCommand),
     /// Remove everything pbxguard put in the kernel: table inet pbxguard and the pinned XDP
     /// program, links and maps. Stop the daemon first. The ban journal is kept.
     UninstallRules,
@@ -93,6 +96,19 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `pbxguard geo ...`
+#[derive(Debug, Subcommand)]
+pub enum GeoCommand {
+    /// Print the country of an address (from [geo] database) and whether [geo] drops it.
+    Lookup {
+        /// IPv4 or IPv6 address.
+        ip: std::net::IpAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `pbxguard bans ...`
@@ -149,6 +165,7 @@ pub fn main(cli: Cli) -> Exit {
             }
         },
         Command::UninstallRules => uninstall_rules(&cli.config, cli.socket),
+        Command::Geo(GeoCommand::Lookup { ip, json }) => geo_lookup(&cli.config, ip, json),
         Command::TestLog {
             file,
             filters,
@@ -229,6 +246,45 @@ pub fn main(cli: Cli) -> Exit {
             client(&cli.config, cli.socket, Request::DelBan { net }, |data| {
                 output::ban_removed(data)
             })
+        }
+    }
+}
+
+/// `pbxguard geo lookup`.
+fn geo_lookup(config_path: &Path, ip: std::net::IpAddr, json: bool) -> Exit {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadConfig;
+        }
+    };
+    if config.geo.database.is_none() {
+        eprintln!(
+            "pbxguard: no [geo] database in {}; set [geo] database = \"/path/to/GeoLite2-Country.mmdb\"",
+            config_path.display()
+        );
+        return Exit::Failure;
+    }
+    match crate::geo::lookup(&config.geo, ip) {
+        Ok((country, drops)) => {
+            let verdict = if drops { "drop" } else { "pass" };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ip": ip.to_string(), "country": country, "verdict": verdict})
+                );
+            } else {
+                println!(
+                    "{ip}: country {}, verdict {verdict}",
+                    country.as_deref().unwrap_or("unknown")
+                );
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("pbxguard: {e}");
+            Exit::Failure
         }
     }
 }

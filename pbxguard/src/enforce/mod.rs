@@ -131,6 +131,16 @@ pub trait Enforcer: Send {
         );
         Ok(())
     }
+    /// Makes the geo-blocked networks exactly `nets`.
+    fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        if !nets.is_empty() {
+            tracing::warn!(
+                backend = self.backend(),
+                "this backend does not enforce [geo]"
+            );
+        }
+        Ok(())
+    }
     /// The program's detection events (flood overruns, scanners), if the backend has them;
     /// taken once by the daemon.
     fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {

@@ -376,6 +376,10 @@ impl super::Enforcer for XdpProgram {
         XdpProgram::take_events(self)
     }
 
+    fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        XdpProgram::set_geo(self, nets)
+    }
+
     fn shutdown(&mut self, _detach: bool) -> Result<(), EnforceError> {
         Ok(())
     }

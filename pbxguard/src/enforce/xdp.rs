@@ -320,6 +320,10 @@ impl Enforcer for XdpEnforcer {
         self.program.take_events()
     }
 
+    fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        self.program.set_geo(nets)
+    }
+
     fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
         if !detach {
             tracing::info!("exiting; XDP program stays attached and bans stay enforced");
