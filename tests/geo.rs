@@ -123,7 +123,16 @@ fn geo_lookup_cli_prints_country_and_verdict() {
 }
 
 #[test]
-fn the_daemon_drops_denied_countries_and_reloads_a_replaced_database() {
+fn the_daemon_drops_denied_countries_and_reloads_a_replaced_database_xdp() {
+    daemon_geo("xdp");
+}
+
+#[test]
+fn the_daemon_drops_denied_countries_and_reloads_a_replaced_database_nft() {
+    daemon_geo("nft");
+}
+
+fn daemon_geo(backend: &str) {
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("country.mmdb");
@@ -136,7 +145,7 @@ fn the_daemon_drops_denied_countries_and_reloads_a_replaced_database() {
     );
     let daemon = Daemon::start(
         &lab,
-        "xdp",
+        backend,
         &format!(
             "[geo]\ndatabase = \"{}\"\ndeny_countries = [\"RU\"]\n",
             db.display()

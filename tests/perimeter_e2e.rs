@@ -98,11 +98,20 @@ fn a_sip_flood_above_the_limit_is_dropped_and_banned() {
 }
 
 #[test]
-fn a_protected_port_answers_only_its_trusted_sources() {
+fn a_protected_port_answers_only_its_trusted_sources_xdp() {
+    protected_port("xdp");
+}
+
+#[test]
+fn a_protected_port_answers_only_its_trusted_sources_nft() {
+    protected_port("nft");
+}
+
+fn protected_port(backend: &str) {
     let lab = Lab::new();
     let daemon = Daemon::start(
         &lab,
-        "xdp",
+        backend,
         &format!("[[protect]]\nports = [\"5080/udp\"]\ntrusted = [\"{PHONE}\"]\n"),
     );
     let sources = [IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)];

@@ -25,10 +25,12 @@ const CHAIN: &str = "prerouting";
 const BATCH: usize = 5000;
 
 /// Named counters, one per verdict nftables can tell apart.
-const COUNTERS: [(Reason, &str); 3] = [
+const COUNTERS: [(Reason, &str); 5] = [
     (Reason::Passed, "passed"),
     (Reason::Allowlisted, "allowlisted"),
     (Reason::Banned, "banned"),
+    (Reason::GeoBlocked, "geo_blocked"),
+    (Reason::ProtectedPort, "protected_port"),
 ];
 
 /// Enforces with nftables.
@@ -36,6 +38,8 @@ pub struct NftEnforcer {
     interfaces: Vec<String>,
     /// Ban elements we put in the sets (so a replacement deletes before it adds).
     present: HashSet<IpNet>,
+    /// Trusted-only port rules in force (their sets are `trust<i>_4` / `trust<i>_6`).
+    protect: Vec<super::perimeter::ProtectRule>,
 }
 
 fn nft_error(e: impl std::fmt::Display) -> EnforceError {
@@ -48,6 +52,7 @@ fn apply(commands: Vec<Value>) -> Result<(), EnforceError> {
         return Ok(());
     }
     let payload = json!({ "nftables": commands }).to_string();
+    tracing::trace!(%payload, "nft batch");
     nftables::helper::apply_ruleset_raw(
         &payload,
         nftables::helper::DEFAULT_NFT,
@@ -103,6 +108,27 @@ fn element(set: &str, elems: Vec<Value>) -> Value {
     json!({"family": FAMILY, "table": TABLE, "name": set, "elem": elems})
 }
 
+/// Commands creating (if missing) and emptying an auto-merging interval set.
+fn interval_set(name: &str, kind: &str) -> Vec<Value> {
+    let set = json!({"family": FAMILY, "table": TABLE, "name": name, "type": kind, "flags": ["interval"], "auto-merge": true});
+    vec![json!({"add": {"set": set}})]
+}
+
+/// Commands filling set `name` with exactly `nets` of its family.
+fn fill_set(name: &str, nets: &[IpNet], family: &str) -> Vec<Value> {
+    let mut commands =
+        vec![json!({"flush": {"set": {"family": FAMILY, "table": TABLE, "name": name}}})];
+    let elems: Vec<Value> = nets
+        .iter()
+        .filter(|n| set_name(n, "") == family)
+        .map(element_value)
+        .collect();
+    for chunk in elems.chunks(BATCH) {
+        commands.push(json!({"add": {"element": element(name, chunk.to_vec())}}));
+    }
+    commands
+}
+
 /// Parses an element back from `nft -j list` output.
 fn parse_element(value: &Value) -> Option<IpNet> {
     match value {
@@ -156,33 +182,21 @@ impl NftEnforcer {
                 json!({"add": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}),
             );
         }
-        let chain = json!({"family": FAMILY, "table": TABLE, "name": CHAIN});
-        let mut hooked = chain.clone();
+        commands.extend(interval_set("geo4", "ipv4_addr"));
+        commands.extend(interval_set("geo6", "ipv6_addr"));
+        let mut hooked = json!({"family": FAMILY, "table": TABLE, "name": CHAIN});
         hooked["type"] = json!("filter");
         hooked["hook"] = json!("prerouting");
         hooked["prio"] = json!(-300);
         hooked["policy"] = json!("accept");
         commands.push(json!({"add": {"chain": hooked}}));
-        commands.push(json!({"flush": {"chain": chain}}));
-        let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": {"set": interfaces}}});
-        let rule = |proto: &str, set: &str, counter: &str, verdict: &str| {
-            json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": [
-                iif,
-                {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{set}")}},
-                {"counter": counter},
-                {verdict: null},
-            ]}}})
-        };
-        commands.push(rule("ip", "allow4", "allowlisted", "accept"));
-        commands.push(rule("ip6", "allow6", "allowlisted", "accept"));
-        commands.push(rule("ip", "ban4", "banned", "drop"));
-        commands.push(rule("ip6", "ban6", "banned", "drop"));
-        commands.push(json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": [iif, {"counter": "passed"}]}}}));
         apply(commands)?;
         let mut enforcer = NftEnforcer {
             interfaces,
             present: HashSet::new(),
+            protect: Vec::new(),
         };
+        apply(enforcer.chain_rules())?;
         enforcer.present = enforcer
             .set_elements("ban4")?
             .into_iter()
@@ -190,6 +204,56 @@ impl NftEnforcer {
             .collect();
         tracing::info!(table = "inet pbxguard", interfaces = ?enforcer.interfaces, bans = enforcer.present.len(), "nftables rules in place");
         Ok(enforcer)
+    }
+
+    /// The chain's rules, replacing the old ones (flush first): allowlist, bans, geo,
+    /// trusted-only ports, then the `passed` counter.
+    fn chain_rules(&self) -> Vec<Value> {
+        let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": {"set": self.interfaces}}});
+        let saddr = |proto: &str, op: &str, set: &str| json!({"match": {"op": op, "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{set}")}});
+        let rule = |expr: Vec<Value>| json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": CHAIN, "expr": expr}}});
+        let mut commands =
+            vec![json!({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": CHAIN}}})];
+        for (proto, kind, counter, verdict) in [
+            ("ip", "allow4", "allowlisted", "accept"),
+            ("ip6", "allow6", "allowlisted", "accept"),
+            ("ip", "ban4", "banned", "drop"),
+            ("ip6", "ban6", "banned", "drop"),
+            ("ip", "geo4", "geo_blocked", "drop"),
+            ("ip6", "geo6", "geo_blocked", "drop"),
+        ] {
+            commands.push(rule(vec![
+                iif.clone(),
+                saddr(proto, "==", kind),
+                json!({"counter": counter}),
+                json!({verdict: null}),
+            ]));
+        }
+        for (i, protect) in self.protect.iter().enumerate() {
+            for (l4, number) in [("udp", 17u8), ("tcp", 6u8)] {
+                let ports: Vec<u16> = protect
+                    .ports
+                    .iter()
+                    .filter(|p| p.proto == number)
+                    .map(|p| p.port)
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": l4, "field": "dport"}}, "right": {"set": ports}}});
+                for (proto, family) in [("ip", 4), ("ip6", 6)] {
+                    commands.push(rule(vec![
+                        iif.clone(),
+                        dport.clone(),
+                        saddr(proto, "!=", &format!("trust{i}_{family}")),
+                        json!({"counter": "protected_port"}),
+                        json!({"drop": null}),
+                    ]));
+                }
+            }
+        }
+        commands.push(rule(vec![iif, json!({"counter": "passed"})]));
+        commands
     }
 
     fn set_elements(&self, set: &str) -> Result<Vec<IpNet>, EnforceError> {
@@ -325,6 +389,52 @@ impl Enforcer for NftEnforcer {
             for net in chunk {
                 self.present.remove(net);
             }
+        }
+        Ok(())
+    }
+
+    fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        let mut commands = fill_set("geo4", nets, "4");
+        commands.extend(fill_set("geo6", nets, "6"));
+        apply(commands)
+    }
+
+    fn set_perimeter(
+        &mut self,
+        perimeter: &super::perimeter::Perimeter,
+    ) -> Result<(), EnforceError> {
+        // Trust sets of rules that no longer exist, including ones left by an earlier run.
+        let stale: Vec<String> = list(&["list", "sets", "table", FAMILY, TABLE])?
+            .iter()
+            .filter_map(|o| o["set"]["name"].as_str())
+            .filter(|name| {
+                name.strip_prefix("trust")
+                    .and_then(|rest| rest.split('_').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= perimeter.protect.len())
+            })
+            .map(str::to_string)
+            .collect();
+        let mut commands = Vec::new();
+        for (i, protect) in perimeter.protect.iter().enumerate() {
+            for (family, kind) in [("4", "ipv4_addr"), ("6", "ipv6_addr")] {
+                let name = format!("trust{i}_{family}");
+                commands.extend(interval_set(&name, kind));
+                commands.extend(fill_set(&name, &protect.trusted, family));
+            }
+        }
+        self.protect = perimeter.protect.clone();
+        commands.extend(self.chain_rules());
+        // They go last, once no rule refers to them.
+        for name in stale {
+            commands
+                .push(json!({"delete": {"set": {"family": FAMILY, "table": TABLE, "name": name}}}));
+        }
+        apply(commands)?;
+        if perimeter.settings.flood_rate > 0 || !perimeter.signatures.is_empty() {
+            tracing::info!(
+                "nftables enforces [[protect]] and [geo]; [flood] and [scanners] need the XDP backend"
+            );
         }
         Ok(())
     }
