@@ -131,3 +131,108 @@ fn protected_port(backend: &str) {
     // Other ports are not protected.
     assert_eq!(lab.deliveries(&sources, IpAddr::V4(PBX), 10), [10, 10]);
 }
+
+const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register">
+  <send>
+    <![CDATA[
+      REGISTER sip:[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:100@[remote_ip]>;tag=[call_number]
+      To: <sip:100@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:100@[local_ip]:[local_port]>
+      User-Agent: Yealink SIP-T46S 66.86.0.15
+      Expires: 60
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+#[test]
+fn a_trusted_phone_registering_with_sipp_passes_while_svmap_is_dropped() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(
+        &lab,
+        "xdp",
+        &format!("[[protect]]\nports = [\"5060/udp\"]\ntrusted = [\"{PHONE}\"]\n"),
+    );
+    let listener = lab.listen(IpAddr::V4(PBX), 5060);
+    let scenario = daemon.dir.path().join("register.xml");
+    std::fs::write(&scenario, REGISTER).unwrap();
+    let sipp = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.outside.name,
+            "timeout",
+            "30",
+            "sipp",
+            "-sf",
+        ])
+        .arg(&scenario)
+        .args([
+            "-m",
+            "5",
+            "-r",
+            "10",
+            "-i",
+            &PHONE.to_string(),
+            "-p",
+            "5070",
+            "-nostdin",
+            "-timeout",
+            "10s",
+        ])
+        .arg(format!("{PBX}:5060"))
+        .output()
+        .expect("sipp (Debian package sip-tester; cargo xtask setup installs it)");
+    assert!(
+        sipp.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&sipp.stderr)
+    );
+    let svmap = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.outside.name,
+            "timeout",
+            "60",
+            "svmap",
+            "-t",
+            "0.5",
+            &PBX.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(svmap.status.success());
+    let (mut phone, mut attacker) = (0, 0);
+    let mut buf = [0u8; 2048];
+    while let Ok((n, peer)) = listener.recv_from(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if peer.ip() == IpAddr::V4(PHONE) && text.starts_with("REGISTER") {
+            phone += 1;
+        } else if peer.ip() == IpAddr::V4(ATTACKER) {
+            attacker += 1;
+        }
+    }
+    assert_eq!(
+        (phone, attacker),
+        (5, 0),
+        "all REGISTERs from the trusted phone, nothing from the scanner"
+    );
+    assert!(daemon.packets("protected_port") >= 1);
+    let bans = daemon.json(&["bans", "list"]);
+    assert!(
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["net"] != format!("{PHONE}/32")),
+        "{bans}"
+    );
+}

@@ -6,7 +6,8 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages the daemon, its tests and the demo use (`systemd-journal-remote` writes
 /// the journal files the journal-source tests follow; `sipvicious` is the scanner the
-/// perimeter tests must stop; `libmaxmind-db-writer-perl` builds the geo tests' databases).
+/// perimeter tests must stop and `sip-tester` (sipp) the phone they must let through;
+/// `libmaxmind-db-writer-perl` builds the geo tests' databases).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -16,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "systemd-journal-remote",
     "sipvicious",
     "libmaxmind-db-writer-perl",
+    "sip-tester",
 ];
 /// The bpf-linker release verified against the pinned nightly (DESIGN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
