@@ -36,18 +36,23 @@ fn busy_seconds() -> f64 {
     (total - idle) / 100.0
 }
 
-fn banned_packets(enforcer: &dyn Enforcer) -> u64 {
+fn dropped_packets(enforcer: &dyn Enforcer, reason: &str) -> u64 {
     enforcer
         .stats()
         .unwrap()
         .iter()
-        .find(|r| r.reason == "banned")
+        .find(|r| r.reason == reason)
         .map_or(0, |r| r.packets)
 }
 
 /// Floods from the attacker for FLOOD; returns (dropped packets/s, busy cores).
 fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
-    let before = banned_packets(enforcer);
+    flood_counting(lab, enforcer, conf, "banned")
+}
+
+/// Like [`flood`], counting drops for `reason`.
+fn flood_counting(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, f64) {
+    let before = dropped_packets(enforcer, reason);
     let cpu = busy_seconds();
     let started = Instant::now();
     let status = Command::new("ip")
@@ -68,7 +73,7 @@ fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
     let busy = (busy_seconds() - cpu) / wall;
     // Let the last packets drain before reading the counter.
     std::thread::sleep(Duration::from_millis(200));
-    let dropped = banned_packets(enforcer) - before;
+    let dropped = dropped_packets(enforcer, reason) - before;
     (dropped as f64 / wall, busy)
 }
 
@@ -146,11 +151,145 @@ fn main() -> anyhow::Result<()> {
         results.push((rate1 / busy1.max(0.01), rate2 / busy2.max(0.01)));
         enforcer.shutdown(true)?;
     }
+    perimeter_rules(&lab, &config, dir.path(), &mac)?;
     let _ = nix::mount::umount2(&dir.path().join("bpffs"), nix::mount::MntFlags::MNT_DETACH);
     println!(
         "XDP/nft per core: {:.1}x with 1 ban, {:.1}x with 100,000 bans",
         results[0].0 / results[1].0.max(1.0),
         results[0].1 / results[1].1.max(1.0)
     );
+    Ok(())
+}
+
+/// A full country database's worth of networks: the real GeoLite2-Country when installed,
+/// else 300,000 IPv4 /24s and 100,000 IPv6 /48s (about the size of a whole database).
+fn full_geo_set() -> (Vec<IpNet>, &'static str) {
+    for db in [
+        "/var/lib/GeoIP/GeoLite2-Country.mmdb",
+        "/usr/share/GeoIP/GeoLite2-Country.mmdb",
+    ] {
+        if Path::new(db).exists() {
+            let config = pbxguard::geo::GeoConfig {
+                database: Some(db.into()),
+                allow_countries: vec!["ZZ".into()],
+                ..Default::default()
+            };
+            if let Ok(nets) = pbxguard::geo::blocked_networks(&config) {
+                return (nets, "GeoLite2-Country, every country");
+            }
+        }
+    }
+    let mut nets: Vec<IpNet> = (0..300_000u32)
+        .map(|i| {
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x2000_0000 + (i << 8)), 24).unwrap())
+        })
+        .collect();
+    nets.extend((0..100_000u128).map(|i| {
+        IpNet::V6(
+            ipnet::Ipv6Net::new(
+                std::net::Ipv6Addr::from((0x2a00u128 << 112) + (i << 80)),
+                48,
+            )
+            .unwrap(),
+        )
+    }));
+    (nets, "synthetic: 300,000 IPv4 /24 + 100,000 IPv6 /48")
+}
+
+/// Kernel memory of the loaded maps whose names start with `prefix` (from fdinfo).
+fn map_memory(prefix: &str) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) else {
+            continue;
+        };
+        if let Ok(info) = aya::maps::MapInfo::from_id(id as u32)
+            && info.name_as_str().is_some_and(|n| n.starts_with(prefix))
+        {
+            total += memlock;
+        }
+    }
+    total
+}
+
+fn sip_scan_conf(mac: &str) -> String {
+    let payload = "OPTIONS sip:100@10.77.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.77.0.66:5060;branch=z9hG4bK-1\r\n\
+                   From: <sip:100@10.77.0.66>;tag=1\r\nTo: <sip:100@10.77.0.1>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\n\
+                   User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n";
+    let bytes: Vec<String> = payload.bytes().map(|b| format!("0x{b:02x}")).collect();
+    format!(
+        "{{ eth(da={mac}), ipv4(saddr={ATTACKER}, daddr={PBX}), udp(sp=40000, dp=5060), {} }}\n",
+        bytes.join(", ")
+    )
+}
+
+/// XDP drop rates: bans only, a full geo set, and every perimeter rule loaded.
+fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow::Result<()> {
+    let banned = dir.join("flood.cfg");
+    let scan = dir.join("scan.cfg");
+    std::fs::write(&scan, sip_scan_conf(mac))?;
+    let mut xdp = XdpEnforcer::start(config)?;
+    let attacker = IpNet::from(std::net::IpAddr::V4(ATTACKER));
+    let (geo, origin) = full_geo_set();
+    println!("\n== XDP perimeter rules (geo set: {origin})");
+    println!(
+        "{:<40} {:>14} {:>11} {:>14}",
+        "case", "dropped pkt/s", "busy cores", "pkt/s per core"
+    );
+    let row = |name: &str, (rate, busy): (f64, f64)| {
+        println!(
+            "{name:<40} {rate:>14.0} {busy:>11.2} {:>14.0}",
+            rate / busy.max(0.01)
+        );
+    };
+    xdp.ban(attacker, None)?;
+    row(
+        "banned source, no other rules",
+        flood_counting(lab, &xdp, &banned, "banned"),
+    );
+    xdp.unban(attacker)?;
+    let started = Instant::now();
+    let mut with_attacker = geo.clone();
+    with_attacker.push(attacker);
+    xdp.set_geo(&with_attacker)?;
+    let load = started.elapsed();
+    row(
+        "geo-blocked source, full geo set",
+        flood_counting(lab, &xdp, &banned, "geo_blocked"),
+    );
+    xdp.set_geo(&geo)?;
+    let mut perimeter = pbxguard::enforce::perimeter::Perimeter::from_config(config);
+    perimeter.protect = vec![pbxguard::enforce::perimeter::ProtectRule {
+        ports: vec![pbxguard_common::PortKey {
+            port: 5080,
+            proto: 17,
+            pad: 0,
+        }],
+        trusted: vec!["192.0.2.0/24".parse()?],
+    }];
+    perimeter.settings.flood_rate = 1_000_000;
+    perimeter.settings.flood_burst = 1_000_000;
+    xdp.set_perimeter(&perimeter)?;
+    row(
+        "scanner User-Agent, every rule loaded",
+        flood_counting(lab, &xdp, &scan, "sip_scanner"),
+    );
+    println!(
+        "geo set: {} networks loaded in {:.2} s, map memory {:.1} MiB (GEO_V4 + GEO_V6)",
+        geo.len(),
+        load.as_secs_f64(),
+        map_memory("GEO_") as f64 / (1024.0 * 1024.0)
+    );
+    xdp.shutdown(true)?;
     Ok(())
 }
