@@ -64,6 +64,33 @@ fn svmap_is_dropped_from_its_first_packet_and_banned() {
 }
 
 #[test]
+fn nftables_drops_a_sip_flood_above_the_limit() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(
+        &lab,
+        "nft",
+        "[flood]\npackets_per_second = 20\nburst = 50\n",
+    );
+    let listener = lab.listen(IpAddr::V4(PBX), 5060);
+    lab.send(IpAddr::V4(ATTACKER), IpAddr::V4(PBX), 5060, 600);
+    let mut received = 0;
+    let mut buf = [0u8; 64];
+    while listener.recv_from(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert!(
+        (50..200).contains(&received),
+        "the burst passes, the rest is dropped: {received}"
+    );
+    assert_eq!(daemon.packets("sip_flood") + received as u64, 600);
+    // Other sources have their own meter.
+    assert_eq!(
+        lab.deliveries(&[IpAddr::V4(PHONE)], IpAddr::V4(PBX), 10),
+        [10]
+    );
+}
+
+#[test]
 fn a_sip_flood_above_the_limit_is_dropped_and_banned() {
     let lab = Lab::new();
     let daemon = Daemon::start(

@@ -25,12 +25,13 @@ const CHAIN: &str = "prerouting";
 const BATCH: usize = 5000;
 
 /// Named counters, one per verdict nftables can tell apart.
-const COUNTERS: [(Reason, &str); 5] = [
+const COUNTERS: [(Reason, &str); 6] = [
     (Reason::Passed, "passed"),
     (Reason::Allowlisted, "allowlisted"),
     (Reason::Banned, "banned"),
     (Reason::GeoBlocked, "geo_blocked"),
     (Reason::ProtectedPort, "protected_port"),
+    (Reason::Flood, "sip_flood"),
 ];
 
 /// Enforces with nftables.
@@ -40,6 +41,8 @@ pub struct NftEnforcer {
     present: HashSet<IpNet>,
     /// Trusted-only port rules in force (their sets are `trust<i>_4` / `trust<i>_6`).
     protect: Vec<super::perimeter::ProtectRule>,
+    /// SIP ports and flood settings in force (per-source meters `flood4_*` / `flood6_*`).
+    flood: Option<(Vec<pbxguard_common::PortKey>, pbxguard_common::Settings)>,
 }
 
 fn nft_error(e: impl std::fmt::Display) -> EnforceError {
@@ -195,6 +198,7 @@ impl NftEnforcer {
             interfaces,
             present: HashSet::new(),
             protect: Vec::new(),
+            flood: None,
         };
         apply(enforcer.chain_rules())?;
         enforcer.present = enforcer
@@ -247,6 +251,32 @@ impl NftEnforcer {
                         dport.clone(),
                         saddr(proto, "!=", &format!("trust{i}_{family}")),
                         json!({"counter": "protected_port"}),
+                        json!({"drop": null}),
+                    ]));
+                }
+            }
+        }
+        if let Some((ports, settings)) = &self.flood {
+            for (l4, number) in [("udp", 17u8), ("tcp", 6u8)] {
+                let ports: Vec<u16> = ports
+                    .iter()
+                    .filter(|p| p.proto == number)
+                    .map(|p| p.port)
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": l4, "field": "dport"}}, "right": {"set": ports}}});
+                for (proto, meter) in [
+                    ("ip", format!("flood4_{l4}")),
+                    ("ip6", format!("flood6_{l4}")),
+                ] {
+                    let limit = json!({"limit": {"rate": settings.flood_rate, "burst": settings.flood_burst, "per": "second", "inv": true}});
+                    commands.push(rule(vec![
+                        iif.clone(),
+                        dport.clone(),
+                        json!({"meter": {"name": meter, "key": {"payload": {"protocol": proto, "field": "saddr"}}, "stmt": limit}}),
+                        json!({"counter": "sip_flood"}),
                         json!({"drop": null}),
                     ]));
                 }
@@ -424,6 +454,8 @@ impl Enforcer for NftEnforcer {
             }
         }
         self.protect = perimeter.protect.clone();
+        self.flood = (perimeter.settings.flood_rate > 0)
+            .then(|| (perimeter.sip_ports.clone(), perimeter.settings));
         commands.extend(self.chain_rules());
         // They go last, once no rule refers to them.
         for name in stale {
