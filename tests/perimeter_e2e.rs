@@ -263,3 +263,66 @@ fn a_trusted_phone_registering_with_sipp_passes_while_svmap_is_dropped() {
         "{bans}"
     );
 }
+
+fn prog_id(lab: &Lab) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &lab.inside.name, "link", "show", testenv::INSIDE_IF])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn rules_change_on_reload_without_reloading_the_program_or_losing_bans() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(
+        &lab,
+        "xdp",
+        &format!("[[protect]]\nports = [\"5080/udp\"]\ntrusted = [\"{PHONE}\"]\n"),
+    );
+    daemon.cli_ok(&["bans", "add", "198.51.100.7", "--for", "permanent"]);
+    let before = prog_id(&lab);
+    let count = |lab: &Lab| {
+        let sources = [IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)];
+        let listener = lab.listen(IpAddr::V4(PBX), 5080);
+        for &from in &sources {
+            lab.send(from, IpAddr::V4(PBX), 5080, 5);
+        }
+        let mut got = [0; 2];
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = listener.recv_from(&mut buf) {
+            if let Some(i) = sources.iter().position(|s| *s == peer.ip()) {
+                got[i] += 1;
+            }
+        }
+        got
+    };
+    assert_eq!(count(&lab), [0, 5]);
+    let text = std::fs::read_to_string(&daemon.config).unwrap().replace(
+        &format!("trusted = [\"{PHONE}\"]"),
+        &format!("trusted = [\"{ATTACKER}\"]"),
+    );
+    std::fs::write(&daemon.config, text).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("config reloaded") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&lab), [5, 0], "the new trusted source, and only it");
+    assert_eq!(prog_id(&lab), before, "the program was not reloaded");
+    assert_eq!(
+        daemon.json(&["bans", "list"])[0]["net"],
+        "198.51.100.7/32",
+        "bans kept"
+    );
+}
