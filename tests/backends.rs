@@ -3,22 +3,9 @@
 
 mod testenv;
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use testenv::{ATTACKER, Daemon, Lab, PBX, PHONE};
-
-const N: usize = 20;
-
-fn v4(lab: &Lab) -> Vec<usize> {
-    lab.deliveries(
-        &[IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)],
-        IpAddr::V4(PBX),
-        N,
-    )
-}
+use testenv::{ATTACKER, Daemon, Lab, N, v4};
 
 #[test]
 fn auto_falls_back_to_nftables_without_bpf_capabilities() {

@@ -8,17 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testenv::{ATTACKER, ATTACKER6, Daemon, Lab, PBX, PBX6, PHONE, PHONE6};
-
-const N: usize = 20;
-
-fn v4(lab: &Lab) -> Vec<usize> {
-    lab.deliveries(
-        &[IpAddr::V4(ATTACKER), IpAddr::V4(PHONE)],
-        IpAddr::V4(PBX),
-        N,
-    )
-}
+use testenv::{ATTACKER, ATTACKER6, Daemon, Lab, N, PBX, PBX6, PHONE, PHONE6, v4};
 
 fn ban_drops_only_the_banned_source_and_del_restores_it(backend: &str) {
     let lab = Lab::new();
@@ -294,22 +284,6 @@ fn append(log: &std::path::Path, text: &str) {
         .unwrap();
 }
 
-fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = daemon.json(&["bans", "list"]);
-        if let Some(ban) = list.as_array().unwrap().iter().find(|b| b["net"] == net) {
-            return ban.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{net} never banned; bans: {list}\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist(backend: &str) {
     let lab = Lab::new();
     let (daemon, log) = detecting(&lab, backend);
@@ -327,7 +301,7 @@ fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist(backend: &s
     for _ in 0..5 {
         append(&log, &failure(&PHONE.to_string(), "100"));
     }
-    let ban = wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(ban["source"], "asterisk");
     assert_eq!(ban["rule"], "sip_register_failed");
     assert_eq!(ban["failures"], 3);
@@ -362,7 +336,7 @@ fn failures_written_while_down_are_read_on_start(backend: &str) {
     // The two lines written while down are read on start (failure counts live in memory,
     // so with one more line they reach maxretry = 3); the line read before is not re-read.
     append(&log, &failure(&ATTACKER.to_string(), "103"));
-    wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(
         daemon.json(&["status"])["sources"][0]["matches"],
         3,
@@ -404,7 +378,7 @@ fn journal_unit_failures_ban_and_resume_after_restart(backend: &str) {
     daemon.terminate();
     testenv::journal_append(journal.path(), "ssh.service", &[&fail, &fail]);
     daemon.launch(&[]);
-    wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(
         daemon.json(&["status"])["sources"][0]["matches"],
         2,

@@ -10,23 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testenv::{ATTACKER, Daemon, Lab, PBX, PHONE};
-
-fn wait_for_ban(daemon: &Daemon, net: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = daemon.json(&["bans", "list"]);
-        if let Some(ban) = list.as_array().unwrap().iter().find(|b| b["net"] == net) {
-            return ban.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{net} never banned; bans: {list}\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use testenv::{ATTACKER, Daemon, Lab, PBX, PHONE, received_from};
 
 #[test]
 fn svmap_is_dropped_from_its_first_packet_and_banned() {
@@ -53,7 +37,7 @@ fn svmap_is_dropped_from_its_first_packet_and_banned() {
         "{}",
         daemon.cli_ok(&["stats"])
     );
-    let ban = wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(ban["source"], "sip-scanner");
     assert_eq!(ban["rule"], "friendly-scanner");
     // A well-behaved client on the same SIP port is untouched.
@@ -73,11 +57,7 @@ fn nftables_drops_a_sip_flood_above_the_limit() {
     );
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
     lab.send(IpAddr::V4(ATTACKER), IpAddr::V4(PBX), 5060, 600);
-    let mut received = 0;
-    let mut buf = [0u8; 64];
-    while listener.recv_from(&mut buf).is_ok() {
-        received += 1;
-    }
+    let received = received_from(&listener, &[IpAddr::V4(ATTACKER)])[0];
     assert!(
         (50..200).contains(&received),
         "the burst passes, the rest is dropped: {received}"
@@ -100,11 +80,7 @@ fn a_sip_flood_above_the_limit_is_dropped_and_banned() {
     );
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
     lab.send(IpAddr::V4(ATTACKER), IpAddr::V4(PBX), 5060, 600);
-    let mut received = 0;
-    let mut buf = [0u8; 64];
-    while listener.recv_from(&mut buf).is_ok() {
-        received += 1;
-    }
+    let received = received_from(&listener, &[IpAddr::V4(ATTACKER)])[0];
     assert!(
         (50..600).contains(&received),
         "the burst passes, the rest is dropped: {received}"
@@ -120,7 +96,7 @@ fn a_sip_flood_above_the_limit_is_dropped_and_banned() {
         daemon.packets("sip_flood") + daemon.packets("banned") + received as u64,
         600
     );
-    let ban = wait_for_ban(&daemon, &format!("{ATTACKER}/32"));
+    let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(ban["source"], "sip-flood");
 }
 
@@ -146,14 +122,7 @@ fn protected_port(backend: &str) {
     for &from in &sources {
         lab.send(from, IpAddr::V4(PBX), 5080, 10);
     }
-    let mut got = [0; 2];
-    let mut buf = [0u8; 64];
-    while let Ok((_, peer)) = listener.recv_from(&mut buf) {
-        if let Some(i) = sources.iter().position(|s| *s == peer.ip()) {
-            got[i] += 1;
-        }
-    }
-    assert_eq!(got, [0, 10]);
+    assert_eq!(received_from(&listener, &sources), [0, 10]);
     assert_eq!(daemon.packets("protected_port"), 10);
     // Other ports are not protected.
     assert_eq!(lab.deliveries(&sources, IpAddr::V4(PBX), 10), [10, 10]);
@@ -293,14 +262,7 @@ fn rules_change_on_reload_without_reloading_the_program_or_losing_bans() {
         for &from in &sources {
             lab.send(from, IpAddr::V4(PBX), 5080, 5);
         }
-        let mut got = [0; 2];
-        let mut buf = [0u8; 64];
-        while let Ok((_, peer)) = listener.recv_from(&mut buf) {
-            if let Some(i) = sources.iter().position(|s| *s == peer.ip()) {
-                got[i] += 1;
-            }
-        }
-        got
+        received_from(&listener, &sources)
     };
     assert_eq!(count(&lab), [0, 5]);
     let text = std::fs::read_to_string(&daemon.config).unwrap().replace(

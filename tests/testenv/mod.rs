@@ -14,6 +14,32 @@ use std::{
 
 pub use pbxguard_lab::*;
 
+/// Datagrams each source sends in a delivery check.
+pub const N: usize = 20;
+
+/// Sends `N` datagrams from the attacker and from the phone to the PBX; how many arrived
+/// from each.
+pub fn v4(lab: &Lab) -> Vec<usize> {
+    lab.deliveries(
+        &[std::net::IpAddr::V4(ATTACKER), std::net::IpAddr::V4(PHONE)],
+        std::net::IpAddr::V4(PBX),
+        N,
+    )
+}
+
+/// Counts datagrams arriving on `listener`, by which of `sources` sent them (bounded by
+/// the listener's read timeout).
+pub fn received_from(listener: &std::net::UdpSocket, sources: &[std::net::IpAddr]) -> Vec<usize> {
+    let mut got = vec![0; sources.len()];
+    let mut buf = [0u8; 2048];
+    while let Ok((_, peer)) = listener.recv_from(&mut buf) {
+        if let Some(i) = sources.iter().position(|s| *s == peer.ip()) {
+            got[i] += 1;
+        }
+    }
+    got
+}
+
 /// The pbxguard binary under test.
 pub fn pbxguard_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pbxguard")
@@ -190,6 +216,23 @@ impl Daemon {
             .find(|r| r["reason"] == reason)
             .and_then(|r| r["packets"].as_u64())
             .unwrap()
+    }
+
+    /// Waits (bounded) until `net` is in `bans list`; returns its JSON.
+    pub fn wait_for_ban(&self, net: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = self.json(&["bans", "list"]);
+            if let Some(ban) = list.as_array().unwrap().iter().find(|b| b["net"] == net) {
+                return ban.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{net} never banned; bans: {list}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The daemon's process id.
