@@ -33,14 +33,6 @@
 
 use crate::detect::FilterSpec;
 
-/// Syslog and `journalctl -o short*` timestamps: `Nov  6 11:03:53`, `Nov 26 11:03:53.123456`,
-/// `2026-11-26T11:03:53.123456+00:00`, `2026-11-26T11:03:53+0100`, `2026-11-26 11:03:53`.
-macro_rules! syslog_time {
-    () => {
-        r"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
-    };
-}
-
 /// Line prefix shared by every rule: an optional syslog / journal prefix (`... freeswitch[pid]: `),
 /// an optional session UUID (mod_logfile), FreeSWITCH's timestamp with the optional idle CPU
 /// percentage, the `[WARNING]` level and the `sofia_reg.c:<line>` location (with the function

@@ -4,6 +4,15 @@
 //! holds real-format lines with the expected address and rule (golden file), and every
 //! rule must appear there at least once.
 
+/// Timestamp of a syslog or `journalctl -o short*` line: traditional `Nov 26 11:03:53`
+/// (optionally with fractions) or RFC 3339. Defined before the modules so each can use it;
+/// `asterisk` keeps its own, wider variant.
+macro_rules! syslog_time {
+    () => {
+        r"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d{1,9})?|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
+    };
+}
+
 mod asterisk;
 mod freepbx;
 mod freeswitch;
