@@ -50,6 +50,8 @@ pub enum Request {
     },
     /// `pbxguard stats`
     Stats,
+    /// `pbxguard reload`
+    Reload,
 }
 
 /// The daemon's answer: `data` on success, `error` (one line, for the admin) on failure.
@@ -91,6 +93,10 @@ pub fn handle(engine: &Mutex<Engine>, request: Request) -> Response {
     match request {
         Request::Status => Response::ok(json!(engine.status())),
         Request::ListBans => Response::ok(json!(engine.bans())),
+        Request::Reload => match engine.reload_file() {
+            Ok(()) => Response::ok(json!({"reloaded": true})),
+            Err(e) => Response::err(e),
+        },
         Request::Stats => match engine.stats() {
             Ok(stats) => Response::ok(json!(stats)),
             Err(e) => Response::err(e),

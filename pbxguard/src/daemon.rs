@@ -25,6 +25,7 @@ use crate::{
     control,
     enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
     engine::Engine,
+    notify::Notifier,
     source::{Event, Sources},
     store::Store,
 };
@@ -64,11 +65,16 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     }
     let (enforcer, note) = start_backend(&config)?;
     let socket = config.daemon.socket.clone();
+    let config_path = options.config.clone();
     let engine = Arc::new(Mutex::new(Engine::start(config, store, enforcer)?));
     engine
         .lock()
         .expect("not poisoned yet")
         .set_backend_note(note);
+    engine
+        .lock()
+        .expect("not poisoned yet")
+        .set_config_path(config_path);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),
@@ -99,6 +105,19 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             bans = status.bans, socket = %socket.display(), "pbxguard ready");
     }
     let server = tokio::spawn(control::serve(listener, engine.clone()));
+    // Ready only now: the program is attached, bans are restored, sources followed, the
+    // socket answers.
+    let notifier = Notifier::from_env();
+    notifier.send(&format!(
+        "READY=1\nSTATUS=enforcing with {}",
+        engine.lock().expect("not poisoned yet").status().backend
+    ));
+    // Without a watchdog the tick is hourly and harmless.
+    let mut watchdog = tokio::time::interval(
+        notifier
+            .watchdog_interval()
+            .unwrap_or(Duration::from_secs(3600)),
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -108,7 +127,8 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&engine, &options.config),
+            _ = hup.recv() => reload(&engine, &notifier),
+            _ = watchdog.tick() => notifier.send("WATCHDOG=1"),
             _ = sweep.tick() => {
                 let shared = engine.clone();
                 let (swept, refreshed) = tokio::task::spawn_blocking(move || {
@@ -126,6 +146,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!(detach, "stopping");
+    notifier.send("STOPPING=1");
     server.abort();
     tokio::task::spawn_blocking(move || sources.stop()).await?;
     if let Some((thread, stop)) = program_events {
@@ -201,19 +222,19 @@ fn spawn_detector(
         .expect("spawn detector thread")
 }
 
-fn reload(engine: &Mutex<Engine>, path: &Path) {
-    match Config::load(path) {
-        Ok(config) => {
-            let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-            match engine.reload(config) {
-                Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "config reload failed; the running config stays")
-                }
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "config reload rejected; the running config stays"),
+fn reload(engine: &Mutex<Engine>, notifier: &Notifier) {
+    notifier.send(&format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        crate::notify::monotonic_usec()
+    ));
+    if let Err(e) = engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .reload_file()
+    {
+        tracing::error!("{e}");
     }
+    notifier.send("READY=1");
 }
 
 /// Holds an exclusive lock on `state_dir/pbxguard.lock` for the daemon's lifetime.

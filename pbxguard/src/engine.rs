@@ -184,6 +184,7 @@ pub struct Engine {
     backend_note: Option<String>,
     geo_stamp: Option<crate::geo::Stamp>,
     geo_networks: usize,
+    config_path: Option<std::path::PathBuf>,
 }
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
@@ -215,6 +216,7 @@ impl Engine {
             backend_note: None,
             geo_stamp: None,
             geo_networks: 0,
+            config_path: None,
         };
         engine
             .enforcer
@@ -540,6 +542,23 @@ impl Engine {
     /// Verdict counters from the backend.
     pub fn stats(&self) -> Result<Vec<ReasonStats>, EngineError> {
         Ok(self.enforcer.stats()?)
+    }
+
+    /// Remembers the config file, so `pbxguard reload` can re-read it.
+    pub fn set_config_path(&mut self, path: std::path::PathBuf) {
+        self.config_path = Some(path);
+    }
+
+    /// Re-reads the config file and applies it; a bad file is rejected with its error (file,
+    /// line, key) and the running config stays.
+    pub fn reload_file(&mut self) -> Result<(), String> {
+        let path = self.config_path.clone().ok_or("no config file to reload")?;
+        let config = Config::load(&path)
+            .map_err(|e| format!("config rejected, the running config stays: {e}"))?;
+        self.reload(config)
+            .map_err(|e| format!("config reload failed, the running config stays: {e}"))?;
+        tracing::info!(config = %path.display(), "config reloaded");
+        Ok(())
     }
 
     /// Applies a new, already validated config: allowlist and ban defaults change at once;

@@ -64,6 +64,8 @@ pub struct Daemon {
     pub wrapper: Vec<String>,
     /// A directory put first on the daemon's PATH (e.g. a counting `nft` wrapper).
     pub path_prefix: Option<PathBuf>,
+    /// Extra environment for the daemon (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -95,6 +97,7 @@ impl Daemon {
             netns_name: lab.inside.name.clone(),
             wrapper: Vec::new(),
             path_prefix: None,
+            env: Vec::new(),
         }
     }
 
@@ -134,6 +137,7 @@ impl Daemon {
             let path = std::env::var("PATH").unwrap_or_default();
             command.env("PATH", format!("{}:{path}", prefix.display()));
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .env("PBXGUARD_LOG", "debug")
             .stdout(log.try_clone().unwrap())
@@ -261,6 +265,24 @@ impl Daemon {
             "daemon exit {status}:\n{}",
             self.log_text()
         );
+    }
+
+    /// The state a reboot leaves for a stopped daemon: no pins, no nftables table (the
+    /// journal stays).
+    pub fn reboot_state(&mut self) {
+        unmount(&self.bpffs);
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns_name,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "pbxguard",
+            ])
+            .output();
     }
 
     /// Simulates a reboot: the daemon dies and bpffs (pins, maps, links) is gone.

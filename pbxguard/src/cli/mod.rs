@@ -71,6 +71,9 @@ pub enum Command {
     Stats(JsonFlag),
     /// Validate a config file; exits non-zero and names the file, line and key on error.
     CheckConfig,
+    /// Make the running daemon re-read its config (like `systemctl reload pbxguard`); a bad
+    /// config is rejected with its error and the running one stays.
+    Reload,
     /// Geo rules: look up an address's country and verdict.
     #[command(subcommand)]
     Geo(GeoCommand),
@@ -165,6 +168,9 @@ pub fn main(cli: Cli) -> Exit {
             }
         },
         Command::UninstallRules => uninstall_rules(&cli.config, cli.socket),
+        Command::Reload => client(&cli.config, cli.socket, Request::Reload, |_| {
+            "config reloaded\n".into()
+        }),
         Command::Geo(GeoCommand::Lookup { ip, json }) => geo_lookup(&cli.config, ip, json),
         Command::TestLog {
             file,
