@@ -133,3 +133,104 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         "warnings about the unit: {text}"
     );
 }
+
+fn scrape(lab: &Lab, port: u16) -> String {
+    lab.inside.enter(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    })
+}
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_are_scraped_over_http_and_follow_real_traffic() {
+    let lab = Lab::new();
+    let mut daemon = Daemon::configure(
+        &lab,
+        "xdp",
+        "[metrics]\nlisten = \"127.0.0.1:9771\"\n[policy]\nmaxretry = 2\n[[source]]\npath = \"LOG\"\nfilters = [\"sshd\"]\n",
+    );
+    let log = daemon.dir.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let text = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("LOG", log.to_str().unwrap());
+    std::fs::write(&daemon.config, text).unwrap();
+    daemon.launch(&[]);
+
+    daemon.cli_ok(&["bans", "add", "198.51.100.7"]);
+    let line = format!(
+        "Nov 26 11:03:53 pbx sshd[42]: Failed password for root from {ATTACKER} port 4242 ssh2\n"
+    );
+    std::fs::write(&log, line.repeat(2)).unwrap();
+    daemon.wait_for_ban(&format!("{ATTACKER}/32"));
+    assert_eq!(v4(&lab), [0, N]);
+
+    let metrics = scrape(&lab, 9771);
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    assert_eq!(value(&metrics, "pbxguard_bans_active"), 2.0);
+    assert_eq!(
+        value(&metrics, "pbxguard_bans_by_source{source=\"manual\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&metrics, "pbxguard_bans_by_source{source=\"sshd\"}"),
+        1.0
+    );
+    assert!(
+        value(
+            &metrics,
+            "pbxguard_packets_total{reason=\"banned\",action=\"drop\"}"
+        ) >= N as f64
+    );
+    assert!(
+        value(
+            &metrics,
+            "pbxguard_bytes_total{reason=\"banned\",action=\"drop\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            &format!(
+                "pbxguard_source_lines_total{{source=\"{}\"}}",
+                log.display()
+            )
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "pbxguard_matches_total{filter=\"sshd\",rule=\"failed_password\"}"
+        ),
+        2.0
+    );
+    assert_eq!(value(&metrics, "pbxguard_time_to_ban_seconds_count"), 1.0);
+    assert_eq!(
+        value(&metrics, "pbxguard_time_to_ban_seconds_bucket{le=\"+Inf\"}"),
+        1.0
+    );
+    assert!(metrics.contains("# TYPE pbxguard_time_to_ban_seconds histogram"));
+}

@@ -56,6 +56,16 @@ pub struct Config {
     pub protect: Vec<ProtectConfig>,
     /// Countries to drop.
     pub geo: crate::geo::GeoConfig,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` on (`127.0.0.1:9771`); absent = off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// A destination port with its protocol, written `5060/udp`.

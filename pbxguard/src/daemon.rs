@@ -105,6 +105,25 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             bans = status.bans, socket = %socket.display(), "pbxguard ready");
     }
     let server = tokio::spawn(control::serve(listener, engine.clone()));
+    let metrics_listen = engine
+        .lock()
+        .expect("not poisoned yet")
+        .config()
+        .metrics
+        .listen;
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding [metrics] listen = \"{addr}\""))?;
+            tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                engine.clone(),
+            )))
+        }
+        None => None,
+    };
     // Ready only now: the program is attached, bans are restored, sources followed, the
     // socket answers.
     let notifier = Notifier::from_env();
@@ -148,6 +167,9 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     tracing::info!(detach, "stopping");
     notifier.send("STOPPING=1");
     server.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     tokio::task::spawn_blocking(move || sources.stop()).await?;
     if let Some((thread, stop)) = program_events {
         stop.store(true, Ordering::Release);

@@ -185,6 +185,7 @@ pub struct Engine {
     geo_stamp: Option<crate::geo::Stamp>,
     geo_networks: usize,
     config_path: Option<std::path::PathBuf>,
+    detection: crate::metrics::DetectionMetrics,
 }
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
@@ -217,6 +218,7 @@ impl Engine {
             geo_stamp: None,
             geo_networks: 0,
             config_path: None,
+            detection: Default::default(),
         };
         engine
             .enforcer
@@ -386,6 +388,11 @@ impl Engine {
         let mut outcomes = Vec::with_capacity(events.len());
         let mut pending: Vec<BanRecord> = Vec::new();
         for event in events {
+            *self
+                .detection
+                .matches
+                .entry((event.filter.to_string(), event.rule.to_string()))
+                .or_default() += 1;
             let outcome = self.decide(event, now, &pending);
             if let Outcome::Banned(record) = &outcome {
                 pending.push(record.clone());
@@ -404,6 +411,14 @@ impl Engine {
                 self.store.remove(&record.net)?;
             }
             return Err(e.into());
+        }
+        let enforced = SystemTime::now();
+        for (event, outcome) in events.iter().zip(&outcomes) {
+            if matches!(outcome, Outcome::Banned(_)) {
+                self.detection
+                    .time_to_ban
+                    .observe(enforced.duration_since(event.at).unwrap_or_default());
+            }
         }
         for record in &pending {
             tracing::info!(net = %record.net, source = %record.source, rule = ?record.rule, failures = ?record.failures,
@@ -542,6 +557,11 @@ impl Engine {
     /// Verdict counters from the backend.
     pub fn stats(&self) -> Result<Vec<ReasonStats>, EngineError> {
         Ok(self.enforcer.stats()?)
+    }
+
+    /// Counters for the metrics endpoint.
+    pub fn detection_metrics(&self) -> crate::metrics::DetectionMetrics {
+        self.detection.clone()
     }
 
     /// Remembers the config file, so `pbxguard reload` can re-read it.

@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod engine;
 pub mod geo;
 pub mod guard;
+pub mod metrics;
 pub mod notify;
 pub mod schedule;
 pub mod source;

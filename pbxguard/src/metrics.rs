@@ -1,0 +1,173 @@
+//! Prometheus metrics on `[metrics] listen` (e.g. `127.0.0.1:9771`): bans, verdicts, lines
+//! and matches, and how fast a failure becomes a ban. Plain text exposition format over a
+//! minimal HTTP/1.1 responder (GET /metrics); names follow Prometheus conventions.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+use crate::engine::Engine;
+
+/// Upper bounds (seconds) of the time-to-ban histogram buckets.
+pub const BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A cumulative histogram in the Prometheus sense.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, value: Duration) {
+        let secs = value.as_secs_f64();
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if secs <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// Detection counters the engine keeps for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct DetectionMetrics {
+    /// Matches per (filter, rule).
+    pub matches: BTreeMap<(String, String), u64>,
+    /// From a failure line being read to its ban being enforced.
+    pub time_to_ban: Histogram,
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exposition text.
+pub fn render(engine: &Engine) -> String {
+    let mut out = String::new();
+    let status = engine.status();
+    let mut w = |text: String| out.push_str(&text);
+    w(format!(
+        "# HELP pbxguard_up Whether the daemon is running.\n# TYPE pbxguard_up gauge\npbxguard_up{{backend=\"{}\"}} 1\n",
+        status.backend
+    ));
+    w(format!(
+        "# HELP pbxguard_uptime_seconds Seconds since the daemon started.\n# TYPE pbxguard_uptime_seconds gauge\npbxguard_uptime_seconds {}\n",
+        status.uptime_secs
+    ));
+    w(format!(
+        "# HELP pbxguard_bans_active Bans in force.\n# TYPE pbxguard_bans_active gauge\npbxguard_bans_active {}\n",
+        status.bans
+    ));
+    let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
+    for ban in engine.bans() {
+        *by_source.entry(ban.source).or_default() += 1;
+    }
+    w("# HELP pbxguard_bans_by_source Bans in force by what made them (manual or the filter).\n# TYPE pbxguard_bans_by_source gauge\n".into());
+    for (source, count) in by_source {
+        w(format!(
+            "pbxguard_bans_by_source{{source=\"{}\"}} {count}\n",
+            label(&source)
+        ));
+    }
+    if let Ok(stats) = engine.stats() {
+        w("# HELP pbxguard_packets_total Packets by verdict reason.\n# TYPE pbxguard_packets_total counter\n".into());
+        for r in &stats {
+            w(format!(
+                "pbxguard_packets_total{{reason=\"{}\",action=\"{}\"}} {}\n",
+                r.reason, r.action, r.packets
+            ));
+        }
+        w("# HELP pbxguard_bytes_total Bytes by verdict reason.\n# TYPE pbxguard_bytes_total counter\n".into());
+        for r in &stats {
+            w(format!(
+                "pbxguard_bytes_total{{reason=\"{}\",action=\"{}\"}} {}\n",
+                r.reason, r.action, r.bytes
+            ));
+        }
+    }
+    w("# HELP pbxguard_source_lines_total Log lines read per source.\n# TYPE pbxguard_source_lines_total counter\n".into());
+    for s in &status.sources {
+        w(format!(
+            "pbxguard_source_lines_total{{source=\"{}\"}} {}\n",
+            label(&s.name),
+            s.lines
+        ));
+    }
+    let detection = engine.detection_metrics();
+    w("# HELP pbxguard_matches_total Failures recognised per filter and rule.\n# TYPE pbxguard_matches_total counter\n".into());
+    for ((filter, rule), count) in &detection.matches {
+        w(format!(
+            "pbxguard_matches_total{{filter=\"{}\",rule=\"{}\"}} {count}\n",
+            label(filter),
+            label(rule)
+        ));
+    }
+    w(format!(
+        "# HELP pbxguard_ignored_failures_total Failures from protected addresses, never counted.\n# TYPE pbxguard_ignored_failures_total counter\npbxguard_ignored_failures_total {}\n",
+        status.ignored_failures
+    ));
+    w("# HELP pbxguard_time_to_ban_seconds From a failure being read to its ban being enforced.\n# TYPE pbxguard_time_to_ban_seconds histogram\n".into());
+    let h = &detection.time_to_ban;
+    for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
+        w(format!(
+            "pbxguard_time_to_ban_seconds_bucket{{le=\"{bound}\"}} {count}\n"
+        ));
+    }
+    w(format!(
+        "pbxguard_time_to_ban_seconds_bucket{{le=\"+Inf\"}} {}\npbxguard_time_to_ban_seconds_sum {}\npbxguard_time_to_ban_seconds_count {}\n",
+        h.count, h.sum, h.count
+    ));
+    out
+}
+
+/// Serves GET /metrics until the listener is dropped.
+pub async fn serve(listener: TcpListener, engine: Arc<Mutex<Engine>>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let response = if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
+                let body = tokio::task::spawn_blocking(move || {
+                    render(&engine.lock().unwrap_or_else(|p| p.into_inner()))
+                })
+                .await
+                .unwrap_or_default();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
