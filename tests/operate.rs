@@ -234,3 +234,138 @@ fn metrics_are_scraped_over_http_and_follow_real_traffic() {
     );
     assert!(metrics.contains("# TYPE pbxguard_time_to_ban_seconds histogram"));
 }
+
+/// A webhook receiver on loopback inside the namespace; returns the JSON bodies received
+/// within `wait`.
+fn webhook_server(lab: &Lab, port: u16) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let listener = lab
+        .inside
+        .enter(move || std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn webhooks_and_command_hooks_tell_about_bans_within_a_rate_limit() {
+    let lab = Lab::new();
+    let hooks = webhook_server(&lab, 8099);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hook.out");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$PBXGUARD_EVENT $PBXGUARD_NET $PBXGUARD_SOURCE\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(
+        &lab,
+        "xdp",
+        &format!(
+            "[notify]\nwebhook = \"http://127.0.0.1:8099/pbxguard\"\ncommand = \"{}\"\nmax_per_minute = 3\n",
+            script.display()
+        ),
+    );
+    daemon.cli_ok(&["bans", "add", "198.51.100.7", "--reason", "toll fraud"]);
+    let first = hooks
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a webhook");
+    assert_eq!(first["event"], "ban");
+    assert_eq!(first["net"], "198.51.100.7/32");
+    assert_eq!(first["reason"], "toll fraud");
+    assert_eq!(first["source"], "manual");
+    assert!(first["expires"].is_string());
+    daemon.cli_ok(&["bans", "del", "198.51.100.7"]);
+    assert_eq!(
+        hooks.recv_timeout(Duration::from_secs(20)).unwrap()["event"],
+        "unban"
+    );
+    // A scan's worth of bans: the rate limit (3 a minute) lets one more through.
+    for i in 10..40 {
+        daemon.cli_ok(&["bans", "add", &format!("198.51.100.{i}")]);
+    }
+    assert_eq!(
+        hooks.recv_timeout(Duration::from_secs(20)).unwrap()["net"],
+        "198.51.100.10/32"
+    );
+    assert!(
+        hooks.recv_timeout(Duration::from_secs(2)).is_err(),
+        "rate limited"
+    );
+    let lines = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        lines.starts_with("ban 198.51.100.7/32 manual\nunban 198.51.100.7/32 manual\n"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn a_dead_webhook_never_blocks_enforcement() {
+    let lab = Lab::new();
+    // Nothing listens on this port; every delivery fails after retries.
+    let daemon = Daemon::start(
+        &lab,
+        "xdp",
+        "[notify]\nwebhook = \"http://127.0.0.1:9/nothing\"\nretries = 3\n",
+    );
+    for i in 0..20 {
+        daemon.cli_ok(&["bans", "add", &format!("198.51.100.{i}")]);
+    }
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    assert_eq!(v4(&lab), [0, N]);
+    assert_eq!(daemon.json(&["status"])["bans"], 21);
+}
+
+#[test]
+fn a_fallback_to_nftables_is_notified() {
+    let lab = Lab::new();
+    let hooks = webhook_server(&lab, 8098);
+    let mut daemon = Daemon::configure(
+        &lab,
+        "auto",
+        "[notify]\nwebhook = \"http://127.0.0.1:8098/pbxguard\"\n",
+    );
+    daemon.wrapper = ["capsh", "--drop=cap_bpf,cap_sys_admin,cap_perfmon"]
+        .map(String::from)
+        .to_vec();
+    daemon.launch(&[]);
+    let notice = hooks
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a webhook");
+    assert_eq!(notice["event"], "fallback");
+    assert!(
+        notice["reason"]
+            .as_str()
+            .unwrap()
+            .contains("XDP could not load or attach"),
+        "{notice}"
+    );
+}

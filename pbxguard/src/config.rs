@@ -58,6 +58,8 @@ pub struct Config {
     pub geo: crate::geo::GeoConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Webhook and command hook on ban, unban and fallback.
+    pub notify: crate::alert::NotifyConfig,
 }
 
 /// `[metrics]`

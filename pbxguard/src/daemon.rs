@@ -75,6 +75,21 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         .lock()
         .expect("not poisoned yet")
         .set_config_path(config_path);
+    let alerts = crate::alert::start(&engine.lock().expect("not poisoned yet").config().notify);
+    {
+        let mut engine = engine.lock().expect("not poisoned yet");
+        engine.set_alerts(alerts.as_ref().map(|(a, _)| a.clone()));
+        let note = engine.status().backend_note;
+        if let Some(note) = note.filter(|n| n.starts_with("XDP could not")) {
+            engine.alert(crate::alert::Notice::new(
+                "fallback",
+                None,
+                Some(note),
+                None,
+                None,
+            ));
+        }
+    }
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),

@@ -186,6 +186,7 @@ pub struct Engine {
     geo_networks: usize,
     config_path: Option<std::path::PathBuf>,
     detection: crate::metrics::DetectionMetrics,
+    alerts: Option<crate::alert::Alerts>,
 }
 
 fn offhours_schedule(config: &Config) -> Option<Schedule> {
@@ -219,6 +220,7 @@ impl Engine {
             geo_networks: 0,
             config_path: None,
             detection: Default::default(),
+            alerts: None,
         };
         engine
             .enforcer
@@ -310,6 +312,7 @@ impl Engine {
         }
         tracing::info!(net = %record.net, source = %record.source, reason = %record.reason,
             expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
+        self.alert_ban("ban", &record);
         Ok(record)
     }
 
@@ -421,6 +424,7 @@ impl Engine {
             }
         }
         for record in &pending {
+            self.alert_ban("ban", record);
             tracing::info!(net = %record.net, source = %record.source, rule = ?record.rule, failures = ?record.failures,
                 offense = ?record.offense, expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
         }
@@ -491,6 +495,7 @@ impl Engine {
             .ok_or(EngineError::NotBanned(net))?;
         self.enforcer.unban(net)?;
         tracing::info!(net = %net, "unbanned");
+        self.alert_ban("unban", &record);
         Ok(record)
     }
 
@@ -506,6 +511,7 @@ impl Engine {
             .unban_many(&expired.iter().map(|b| b.net).collect::<Vec<_>>())?;
         for ban in &expired {
             tracing::info!(net = %ban.net, "ban expired");
+            self.alert_ban("unban", ban);
         }
         Ok(expired.len())
     }
@@ -557,6 +563,28 @@ impl Engine {
     /// Verdict counters from the backend.
     pub fn stats(&self) -> Result<Vec<ReasonStats>, EngineError> {
         Ok(self.enforcer.stats()?)
+    }
+
+    /// Where ban, unban and fallback notices go.
+    pub fn set_alerts(&mut self, alerts: Option<crate::alert::Alerts>) {
+        self.alerts = alerts;
+    }
+
+    /// Queues a notice (never blocks).
+    pub fn alert(&self, notice: crate::alert::Notice) {
+        if let Some(alerts) = &self.alerts {
+            alerts.send(notice);
+        }
+    }
+
+    fn alert_ban(&self, event: &str, record: &BanRecord) {
+        self.alert(crate::alert::Notice::new(
+            event,
+            Some(record.net.to_string()),
+            Some(record.reason.clone()),
+            Some(record.source.clone()),
+            record.expires,
+        ));
     }
 
     /// Counters for the metrics endpoint.

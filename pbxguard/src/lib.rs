@@ -3,6 +3,7 @@
 //! The data path is one-way: log line -> source -> matcher -> engine -> enforcer + store.
 //! See DESIGN.md for the map; each module's doc says why it exists.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod control;
