@@ -101,7 +101,7 @@ pub struct Alerts {
 impl Alerts {
     /// Queues a notice if its event is wanted; never blocks (a full queue drops it).
     pub fn send(&self, notice: Notice) {
-        if !self.events.iter().any(|e| *e == notice.event) {
+        if !self.events.contains(&notice.event) {
             return;
         }
         match self.queue.try_send(notice) {
