@@ -369,3 +369,39 @@ fn a_fallback_to_nftables_is_notified() {
         "{notice}"
     );
 }
+
+#[test]
+fn reload_swaps_log_sources_and_thresholds() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (old_log, new_log) = (dir.path().join("old.log"), dir.path().join("auth.log"));
+    std::fs::write(&old_log, "").unwrap();
+    std::fs::write(&new_log, "").unwrap();
+    let source = |log: &std::path::Path, maxretry: u32| {
+        format!(
+            "[policy]\nmaxretry = {maxretry}\n[[source]]\npath = \"{}\"\nfilters = [\"sshd\"]\n",
+            log.display()
+        )
+    };
+    let daemon = Daemon::start(&lab, "xdp", &source(&old_log, 5));
+    let base = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace(&source(&old_log, 5), "");
+    std::fs::write(&daemon.config, format!("{base}{}", source(&new_log, 1))).unwrap();
+    daemon.cli_ok(&["reload"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while daemon.json(&["status"])["sources"][0]["name"] != new_log.display().to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = format!(
+        "Nov 26 11:03:53 pbx sshd[42]: Failed password for root from {ATTACKER} port 4242 ssh2\n"
+    );
+    std::fs::write(&new_log, line).unwrap();
+    let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
+    assert_eq!(ban["failures"], 1, "the new maxretry applies");
+}

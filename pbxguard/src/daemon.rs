@@ -91,7 +91,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
-    let sources = Sources::start(
+    let mut sources = Sources::start(
         &engine.lock().expect("not poisoned yet").config().clone(),
         events_tx.clone(),
     )?;
@@ -110,8 +110,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             )
         })
     };
-    drop(events_tx);
     let detector = spawn_detector(engine.clone(), events_rx);
+    let mut running_sources = {
+        let engine = engine.lock().expect("not poisoned yet");
+        (
+            engine.config().source.clone(),
+            engine.config().filter.clone(),
+        )
+    };
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
     {
@@ -176,6 +182,20 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
                     tracing::error!(error = %e, "reloading geo rules failed");
                 }
                 sources.save_positions();
+                // A reload (SIGHUP or `pbxguard reload`) changed the sources: swap them.
+                // Positions are saved on stop, so nothing written meanwhile is missed.
+                let wanted = {
+                    let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+                    (engine.config().source.clone(), engine.config().filter.clone())
+                };
+                if wanted != running_sources {
+                    let config = engine.lock().unwrap_or_else(|p| p.into_inner()).config().clone();
+                    let old = std::mem::replace(&mut sources, Sources::start(&config, events_tx.clone())?);
+                    tokio::task::spawn_blocking(move || old.stop()).await?;
+                    engine.lock().unwrap_or_else(|p| p.into_inner()).attach_sources(sources.stats().to_vec());
+                    tracing::info!(sources = config.source.len(), "log sources reloaded");
+                    running_sources = wanted;
+                }
             }
         }
     }
@@ -186,6 +206,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         metrics.abort();
     }
     tokio::task::spawn_blocking(move || sources.stop()).await?;
+    drop(events_tx);
     if let Some((thread, stop)) = program_events {
         stop.store(true, Ordering::Release);
         let _ = thread.join();

@@ -614,12 +614,12 @@ impl Engine {
     pub fn reload(&mut self, config: Config) -> Result<(), EngineError> {
         if config.enforce != self.config.enforce
             || config.daemon != self.config.daemon
-            || config.source != self.config.source
-            || config.filter != self.config.filter
+            || config.metrics != self.config.metrics
+            || config.notify != self.config.notify
             || config.ban.max_entries != self.config.ban.max_entries
         {
             tracing::warn!(
-                "[daemon], [enforce] and [ban] max_entries changes take effect at the next restart"
+                "[daemon], [enforce], [metrics], [notify] and [ban] max_entries changes take effect at the next restart"
             );
         }
         self.enforcer.set_allowlist(&config.allow.networks)?;
@@ -635,6 +635,8 @@ impl Engine {
         self.config.flood = config.flood;
         self.config.scanners = config.scanners;
         self.config.protect = config.protect;
+        self.config.source = config.source;
+        self.config.filter = config.filter;
         let geo_changed = self.config.geo != config.geo;
         self.config.geo = config.geo;
         if geo_changed {
