@@ -2,6 +2,7 @@
 //! toolchain calls it first, so a fresh Debian 12 machine needs only the two README commands.
 
 mod bench;
+mod deb;
 mod demo;
 mod install;
 mod setup;
@@ -39,8 +40,15 @@ enum Task {
     Test,
     /// Formatting and clippy only.
     Lint,
-    /// Benchmarks: programs that print numbers (matcher vs fail2ban-regex, time to ban).
+    /// Benchmarks: programs that print numbers (matcher vs fail2ban-regex, time to ban,
+    /// XDP and nftables drop rates).
     Bench,
+    /// Build the Debian package (binary, unit, conffile, completions, man page).
+    Deb {
+        /// Also install, upgrade and purge it on this machine, checking each step.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build and install the binary, systemd unit and example config (kept if present).
     Install {
         /// Install under this directory instead of / (for packaging).
@@ -79,7 +87,19 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup::run()?;
             lint()?;
-            cargo(&["test", "--workspace", "--exclude", "pbxguard-ebpf"])
+            cargo(&["test", "--workspace", "--exclude", "pbxguard-ebpf"])?;
+            build()?;
+            deb::check()
+        }
+        Task::Deb { check } => {
+            setup::run()?;
+            build()?;
+            if check {
+                return deb::check();
+            }
+            let path = deb::build("1")?;
+            println!("{}", path.display());
+            Ok(())
         }
         Task::Lint => {
             setup::run()?;

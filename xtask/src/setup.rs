@@ -27,6 +27,7 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    cargo_deb()?;
     Ok(())
 }
 
@@ -116,6 +117,15 @@ fn nightly() -> anyhow::Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// The Debian packaging tool `cargo xtask deb` and the package test use.
+fn cargo_deb() -> anyhow::Result<()> {
+    if output(Command::new("cargo").args(["deb", "--version"])).is_some() {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-deb");
+    check(Command::new("cargo").args(["install", "cargo-deb", "--version", "3.8.0", "--locked"]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {

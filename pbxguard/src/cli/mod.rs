@@ -80,6 +80,12 @@ pub enum Command {
     /// Remove everything pbxguard put in the kernel: table inet pbxguard and the pinned XDP
     /// program, links and maps. Stop the daemon first. The ban journal is kept.
     UninstallRules,
+    /// Write shell completions or the man page to stdout (used by packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `bash`, `zsh`, `fish` or `man`.
+        what: String,
+    },
     /// Run filters over a log file without a daemon (like fail2ban-regex).
     TestLog {
         /// The log file.
@@ -168,6 +174,7 @@ pub fn main(cli: Cli) -> Exit {
             }
         },
         Command::UninstallRules => uninstall_rules(&cli.config, cli.socket),
+        Command::Generate { what } => generate(&what),
         Command::Reload => client(&cli.config, cli.socket, Request::Reload, |_| {
             "config reloaded\n".into()
         }),
@@ -254,6 +261,33 @@ pub fn main(cli: Cli) -> Exit {
             })
         }
     }
+}
+
+/// `pbxguard generate`: completions and man page from the argument definitions.
+fn generate(what: &str) -> Exit {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut out = std::io::stdout();
+    let shell = match what {
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        "man" => {
+            return match clap_mangen::Man::new(command).section("8").render(&mut out) {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    eprintln!("pbxguard: {e}");
+                    Exit::Failure
+                }
+            };
+        }
+        other => {
+            eprintln!("pbxguard: cannot generate `{other}`; use bash, zsh, fish or man");
+            return Exit::Failure;
+        }
+    };
+    clap_complete::generate(shell, &mut command, "pbxguard", &mut out);
+    Exit::Success
 }
 
 /// `pbxguard geo lookup`.
