@@ -4,6 +4,7 @@
 //! See DESIGN.md for the map; each module's doc says why it exists.
 
 pub mod alert;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -74,6 +74,16 @@ pub enum Command {
     /// Make the running daemon re-read its config (like `systemctl reload pbxguard`); a bad
     /// config is rejected with its error and the running one stays.
     Reload,
+    /// Check this host against the PBX hardening checklist (read-only): exposure,
+    /// credentials, transport, SSH, platform, fraud readiness; most severe first.
+    Audit {
+        /// Audit a copy of a host's filesystem instead of `/`.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// Print JSON (an array of findings: id, severity, title, file, line, fix).
+        #[arg(long)]
+        json: bool,
+    },
     /// Geo rules: look up an address's country and verdict.
     #[command(subcommand)]
     Geo(GeoCommand),
@@ -174,6 +184,19 @@ pub fn main(cli: Cli) -> Exit {
             }
         },
         Command::UninstallRules => uninstall_rules(&cli.config, cli.socket),
+        Command::Audit { root, json } => {
+            let findings = crate::audit::run(&crate::audit::Root::new(&root));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&findings).expect("findings serialize")
+                );
+            } else {
+                let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                print!("{}", crate::audit::render(&findings, colour));
+            }
+            Exit::Success
+        }
         Command::Generate { what } => generate(&what),
         Command::Reload => client(&cli.config, cli.socket, Request::Reload, |_| {
             "config reloaded\n".into()

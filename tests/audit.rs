@@ -1,0 +1,148 @@
+//! `pbxguard audit --root` on fixture hosts: a careless one yields exactly the expected
+//! findings, a hardened one none; malformed files are findings, never crashes.
+
+mod testenv;
+
+use std::process::Command;
+
+use testenv::pbxguard_bin;
+
+fn audit(host: &str) -> Vec<serde_json::Value> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/audit/").to_string() + host;
+    let out = Command::new(pbxguard_bin())
+        .args(["audit", "--json", "--root", &root])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+fn keys(findings: &[serde_json::Value]) -> Vec<String> {
+    findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f["id"].as_str().unwrap(),
+                f["file"].as_str().unwrap_or("-"),
+                f["line"].as_u64().map_or("-".into(), |l| l.to_string())
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_careless_host_yields_every_problem_with_its_fix() {
+    let findings = audit("careless");
+    let mut got = keys(&findings);
+    got.sort();
+    let mut want: Vec<&str> = vec![
+        "audit.unreadable_file /etc/asterisk/pjsip_custom.conf -",
+        "audit.unreadable_file /etc/freeswitch/directory/default/broken.xml -",
+        "exposure.open_port /proc/net/tcp -",
+        "exposure.open_port /proc/net/tcp -",
+        "exposure.open_port /proc/net/udp -",
+        "exposure.open_port /proc/net/udp -",
+        "fraud.no_notification /etc/pbxguard/pbxguard.toml -",
+        "fraud.no_offhours /etc/pbxguard/pbxguard.toml -",
+        "freeswitch.default_password /etc/freeswitch/vars.xml 2",
+        "freeswitch.weak_password /etc/freeswitch/directory/default/1000.xml 4",
+        "pbxguard.no_log_filter /etc/pbxguard/pbxguard.toml -",
+        "pbxguard.not_running - -",
+        "pbxguard.observe_mode /etc/pbxguard/pbxguard.toml -",
+        "platform.eol_os /etc/os-release -",
+        "platform.eol_software /var/lib/dpkg/status -",
+        "platform.eol_software /var/lib/dpkg/status -",
+        "platform.eol_software /var/lib/dpkg/status -",
+        "sip.unauth_outbound /etc/asterisk/pjsip.conf 25",
+        "sip.unauth_outbound /etc/asterisk/sip.conf 1",
+        "sip.weak_secret /etc/asterisk/pjsip.conf 11",
+        "sip.weak_secret /etc/asterisk/pjsip.conf 17",
+        "sip.weak_secret /etc/asterisk/sip.conf 8",
+        "ssh.password_auth /etc/ssh/sshd_config 4",
+        "ssh.port_22 /etc/ssh/sshd_config 2",
+        "ssh.root_login /etc/ssh/sshd_config 3",
+        "transport.default_port /etc/asterisk/pjsip.conf 5",
+        "transport.default_port /etc/asterisk/sip.conf 3",
+        "transport.no_srtp /etc/asterisk/pjsip.conf -",
+        "transport.no_tls /etc/asterisk/pjsip.conf -",
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // Most severe first, and every finding says what to do.
+    let severities: Vec<&str> = findings
+        .iter()
+        .map(|f| f["severity"].as_str().unwrap())
+        .collect();
+    let rank = |s: &str| {
+        ["critical", "high", "medium", "low"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    assert!(
+        severities.windows(2).all(|w| rank(w[0]) <= rank(w[1])),
+        "{severities:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f["fix"].as_str().unwrap().is_empty())
+    );
+    let ports: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["id"] == "exposure.open_port")
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    for port in ["5060/udp", "4569/udp", "22/tcp", "80/tcp"] {
+        assert!(
+            ports.iter().any(|t| t.contains(port)),
+            "{port} in {ports:?}"
+        );
+    }
+    assert!(
+        !ports.iter().any(|t| t.contains("3306")),
+        "local-only services are not exposure"
+    );
+}
+
+#[test]
+fn the_hardened_host_yields_nothing() {
+    assert_eq!(keys(&audit("hardened")), Vec::<String>::new());
+}
+
+#[test]
+fn the_terminal_report_is_grouped_and_plain_when_piped() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/audit/careless");
+    let out = Command::new(pbxguard_bin())
+        .args(["audit", "--root", root])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("CRITICAL ("), "{text}");
+    assert!(text.contains("\nHIGH (") && text.contains("\nMEDIUM (") && text.contains("\nLOW ("));
+    assert!(text.contains("      fix: set allowguest=no"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes when not a terminal"
+    );
+}
+
+#[test]
+fn an_empty_root_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(pbxguard_bin())
+        .args(["audit", "--json", "--root"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        keys(&findings),
+        ["pbxguard.not_configured /etc/pbxguard/pbxguard.toml -"]
+    );
+}
