@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::io::Write as _;
+
 use anyhow::{Context as _, bail};
 use pbxguard_lab::{ATTACKER, INSIDE_IF, Lab, PBX, PHONE};
 
@@ -113,6 +115,16 @@ impl Drop for Demo<'_> {
     }
 }
 
+/// Whether the attacker is in `bans list`.
+fn banned(demo: &Demo) -> anyhow::Result<bool> {
+    let out = Command::new(demo.bin)
+        .arg("--socket")
+        .arg(&demo.socket)
+        .args(["bans", "list", "--json"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains(&format!("\"{ATTACKER}/32\"")))
+}
+
 /// Runs the demo with the given pbxguard binary.
 pub fn run(bin: &Path) -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
@@ -125,10 +137,11 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nbpffs = \"{}\"\n\n[enforce]\ninterfaces = [\"{INSIDE_IF}\"]\n\n[allow]\nnetworks = [\"{PHONE}\"]\n",
+            "[daemon]\nsocket = \"{}\"\nstate_dir = \"{}\"\nbpffs = \"{}\"\n\n[enforce]\ninterfaces = [\"{INSIDE_IF}\"]\n\n[allow]\nnetworks = [\"{PHONE}\"]\n\n[policy]\nmaxretry = 3\n\n[[source]]\npath = \"{}\"\nfilters = [\"asterisk\"]\n",
             socket.display(),
             dir.join("state").display(),
-            dir.join("bpffs").display()
+            dir.join("bpffs").display(),
+            dir.join("full").display()
         ),
     )?;
     println!(
@@ -171,6 +184,32 @@ pub fn run(bin: &Path) -> anyhow::Result<()> {
     demo.cli(&["bans", "list"])?;
     demo.cli(&["bans", "del", &ATTACKER.to_string()])?;
     demo.traffic("attacker unbanned");
+    // Detection: Asterisk logs three failed registrations; the third bans the attacker.
+    let log = demo.dir.join("full");
+    println!(
+        "\n[Asterisk logs 3 failed registrations from {ATTACKER} in {}]",
+        log.display()
+    );
+    let mut lines = String::new();
+    for ext in 100..103 {
+        lines.push_str(&format!(
+            "[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"{ext}\" <sip:{ext}@{PBX}>' failed for '{ATTACKER}:5060' - Wrong password\n"
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)?
+        .write_all(lines.as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !banned(&demo)? {
+        if Instant::now() > deadline {
+            bail!("the attacker was not banned from the log");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    demo.cli(&["bans", "list"])?;
+    demo.traffic("banned from the log");
     println!("\ndemo done; namespaces, pins and state are removed.");
     Ok(())
 }
