@@ -167,12 +167,7 @@ fn a_burst_of_10000_bans_takes_a_handful_of_nft_runs() {
         "nft",
         "[policy]\nmaxretry = 1\n[[source]]\npath = \"LOG\"\nfilters = [\"sshd\"]\n",
     );
-    let log = daemon.dir.path().join("auth.log");
-    std::fs::write(&log, "").unwrap();
-    let text = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("LOG", log.to_str().unwrap());
-    std::fs::write(&daemon.config, text).unwrap();
+    let log = daemon.log_file("auth.log");
     daemon.path_prefix = Some(wrapper.path().to_path_buf());
     daemon.launch(&[]);
     let _ = std::fs::remove_file(&calls);

@@ -258,12 +258,7 @@ fn detecting(lab: &Lab, backend: &str) -> (Daemon, std::path::PathBuf) {
              [[source]]\npath = \"LOG\"\nfilters = [\"asterisk\"]\n"
         ),
     );
-    let log = daemon.dir.path().join("full");
-    std::fs::write(&log, "").unwrap();
-    let text = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("LOG", log.to_str().unwrap());
-    std::fs::write(&daemon.config, text).unwrap();
+    let log = daemon.log_file("full");
     daemon.launch(&[]);
     (daemon, log)
 }

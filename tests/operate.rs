@@ -171,12 +171,7 @@ fn metrics_are_scraped_over_http_and_follow_real_traffic() {
         "xdp",
         "[metrics]\nlisten = \"127.0.0.1:9771\"\n[policy]\nmaxretry = 2\n[[source]]\npath = \"LOG\"\nfilters = [\"sshd\"]\n",
     );
-    let log = daemon.dir.path().join("auth.log");
-    std::fs::write(&log, "").unwrap();
-    let text = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("LOG", log.to_str().unwrap());
-    std::fs::write(&daemon.config, text).unwrap();
+    let log = daemon.log_file("auth.log");
     daemon.launch(&[]);
 
     daemon.cli_ok(&["bans", "add", "198.51.100.7"]);

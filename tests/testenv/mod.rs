@@ -108,6 +108,18 @@ impl Daemon {
         daemon
     }
 
+    /// Creates an empty log `name` in the daemon's directory and puts its path where the
+    /// config says `LOG`; returns the path.
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        let log = self.dir.path().join(name);
+        std::fs::write(&log, "").unwrap();
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace("LOG", log.to_str().unwrap());
+        std::fs::write(&self.config, text).unwrap();
+        log
+    }
+
     /// Starts the daemon process (network namespace only, so bpffs pins stay visible).
     pub fn launch(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "already running");
@@ -288,19 +300,7 @@ impl Daemon {
     /// Simulates a reboot: the daemon dies and bpffs (pins, maps, links) is gone.
     pub fn reboot(&mut self) {
         self.kill9();
-        unmount(&self.bpffs);
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.netns_name,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "pbxguard",
-            ])
-            .output();
+        self.reboot_state();
     }
 
     /// The ban journal file.

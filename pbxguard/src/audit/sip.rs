@@ -256,7 +256,13 @@ impl Sip {
         if !self.present() {
             return out;
         }
-        // Transport security.
+        // Transport security, shown against the main SIP file.
+        let file = self
+            .pjsip
+            .first()
+            .or(self.chan_sip.first())
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
         let tls = self
             .pjsip_sections()
             .any(|(_, s)| s.get("protocol").is_some_and(|p| p.value == "tls"))
@@ -264,12 +270,6 @@ impl Sip {
                 .general()
                 .is_some_and(|(_, g)| g.get("tlsenable").is_some_and(|t| t.value == "yes"));
         if !tls {
-            let file = self
-                .pjsip
-                .first()
-                .or(self.chan_sip.first())
-                .map(|f| f.path.clone())
-                .unwrap_or_default();
             out.push(
                 Finding::new(
                     "transport.no_tls",
@@ -289,12 +289,6 @@ impl Sip {
             .flat_map(|f| &f.sections)
             .any(|s| s.get("encryption").is_some_and(|e| e.value == "yes"));
         if !srtp {
-            let file = self
-                .pjsip
-                .first()
-                .or(self.chan_sip.first())
-                .map(|f| f.path.clone())
-                .unwrap_or_default();
             out.push(
                 Finding::new(
                     "transport.no_srtp",

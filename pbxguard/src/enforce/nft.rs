@@ -111,6 +111,19 @@ fn element(set: &str, elems: Vec<Value>) -> Value {
     json!({"family": FAMILY, "table": TABLE, "name": set, "elem": elems})
 }
 
+/// For each transport protocol present in `ports`: its name and a match on those ports.
+fn dport_matches(ports: &[pbxguard_common::PortKey]) -> Vec<(&'static str, Value)> {
+    [("udp", 17u8), ("tcp", 6u8)]
+        .into_iter()
+        .filter_map(|(l4, number)| {
+            let ports: Vec<u16> = ports.iter().filter(|p| p.proto == number).map(|p| p.port).collect();
+            (!ports.is_empty()).then(|| {
+                (l4, json!({"match": {"op": "==", "left": {"payload": {"protocol": l4, "field": "dport"}}, "right": {"set": ports}}}))
+            })
+        })
+        .collect()
+}
+
 /// Commands creating (if missing) and emptying an auto-merging interval set.
 fn interval_set(name: &str, kind: &str) -> Vec<Value> {
     let set = json!({"family": FAMILY, "table": TABLE, "name": name, "type": kind, "flags": ["interval"], "auto-merge": true});
@@ -234,17 +247,7 @@ impl NftEnforcer {
             ]));
         }
         for (i, protect) in self.protect.iter().enumerate() {
-            for (l4, number) in [("udp", 17u8), ("tcp", 6u8)] {
-                let ports: Vec<u16> = protect
-                    .ports
-                    .iter()
-                    .filter(|p| p.proto == number)
-                    .map(|p| p.port)
-                    .collect();
-                if ports.is_empty() {
-                    continue;
-                }
-                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": l4, "field": "dport"}}, "right": {"set": ports}}});
+            for (_, dport) in dport_matches(&protect.ports) {
                 for (proto, family) in [("ip", 4), ("ip6", 6)] {
                     commands.push(rule(vec![
                         iif.clone(),
@@ -257,16 +260,7 @@ impl NftEnforcer {
             }
         }
         if let Some((ports, settings)) = &self.flood {
-            for (l4, number) in [("udp", 17u8), ("tcp", 6u8)] {
-                let ports: Vec<u16> = ports
-                    .iter()
-                    .filter(|p| p.proto == number)
-                    .map(|p| p.port)
-                    .collect();
-                if ports.is_empty() {
-                    continue;
-                }
-                let dport = json!({"match": {"op": "==", "left": {"payload": {"protocol": l4, "field": "dport"}}, "right": {"set": ports}}});
+            for (l4, dport) in dport_matches(ports) {
                 for (proto, meter) in [
                     ("ip", format!("flood4_{l4}")),
                     ("ip6", format!("flood6_{l4}")),
