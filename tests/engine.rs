@@ -201,7 +201,7 @@ fn allowlisted_loopback_and_own_addresses_are_ignored() {
     assert_eq!(f.fail("::1", t), Outcome::Ignored);
     let own = pbxguard::guard::host_addresses()
         .into_iter()
-        .map(|(_, a)| a)
+        .map(|h| h.addr)
         .find(|a: &IpAddr| !a.is_loopback());
     if let Some(own) = own {
         assert_eq!(f.fail(&own.to_string(), t), Outcome::Ignored);

@@ -48,6 +48,12 @@ pub mod maps {
 
 /// Most protect rules at once.
 pub const MAX_PROTECT_RULES: u32 = 256;
+/// Capacity of [`maps::PROTECTED`]: distinct protected ports over all protect rules (eight
+/// per rule on average; a rule may use more if others use fewer).
+pub const MAX_PROTECTED_PORTS: u32 = MAX_PROTECT_RULES * 8;
+/// Capacity of [`maps::SIP_PORTS`]: a PBX listens for SIP on a handful of ports, so a small
+/// hash map keeps the per-packet lookup cheap; the config validation rejects more.
+pub const MAX_SIP_PORTS: u32 = 64;
 /// Most trusted networks per address family, over all protect rules.
 pub const MAX_TRUSTED: u32 = 65_536;
 /// Sources tracked by the flood limit (least recently seen are evicted first).

@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use pbxguard_common::{
     Bucket, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FOLD, MAX_BUCKETS, MAX_GEO,
-    MAX_PROTECT_RULES, MAX_SIGNATURES, MAX_TRUSTED, PortKey, SCAN_WINDOW, Settings, Signature,
+    MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS, MAX_TRUSTED, PortKey, SCAN_WINDOW,
+    Settings, Signature,
 };
 
 use crate::parse::{IPPROTO_UDP, Source, Transport};
@@ -20,13 +21,13 @@ static GEO_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_GEO, 0);
 #[map]
 static GEO_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_GEO, 0);
 #[map]
-static PROTECTED: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_PROTECT_RULES * 8, 0);
+static PROTECTED: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_PROTECTED_PORTS, 0);
 #[map]
 static TRUSTED_V4: LpmTrie<[u8; 8], u32> = LpmTrie::with_max_entries(MAX_TRUSTED, 0);
 #[map]
 static TRUSTED_V6: LpmTrie<[u8; 20], u32> = LpmTrie::with_max_entries(MAX_TRUSTED, 0);
 #[map]
-static SIP_PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(64, 0);
+static SIP_PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_SIP_PORTS, 0);
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]

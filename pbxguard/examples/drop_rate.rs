@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         enforcer.ban(attacker, None)?;
         let (rate1, busy1) = flood(&lab, enforcer.as_ref(), &conf);
         let started = Instant::now();
-        enforcer.ban_many(&others)?;
+        enforcer.ban_all(&others)?;
         let add = started.elapsed();
         let (rate2, busy2) = flood(&lab, enforcer.as_ref(), &conf);
         for (bans, rate, busy, add) in [(1, rate1, busy1, None), (100_000, rate2, busy2, Some(add))]

@@ -7,8 +7,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
     path::Path,
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    engine::{BanRequest, Engine},
+    engine::{BanRequest, actor::Command, actor::EngineHandle},
     units::{BanDuration, parse_net},
 };
 
@@ -38,6 +37,9 @@ pub enum Request {
     AddBan {
         /// Address or CIDR.
         net: String,
+        /// More addresses or CIDRs banned in the same step (one journal write).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<String>,
         /// Duration text (`10m`, `permanent`); default from config.
         duration: Option<String>,
         /// Free text.
@@ -85,58 +87,82 @@ impl Response {
     }
 }
 
-/// Carries out one request against the engine.
-pub fn handle(engine: &Mutex<Engine>, request: Request) -> Response {
-    let mut engine = engine
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+/// Carries out one request: reads from the published snapshot (never waiting on the
+/// engine loop), changes through the loop's command channel.
+pub async fn handle(engine: &EngineHandle, request: Request) -> Response {
+    let answer = |result: Result<Value, String>| match result {
+        Ok(data) => Response::ok(data),
+        Err(e) => Response::err(e),
+    };
     match request {
-        Request::Status => Response::ok(json!(engine.status())),
-        Request::ListBans => Response::ok(json!(engine.bans())),
-        Request::Reload => match engine.reload_file() {
-            Ok(()) => Response::ok(json!({"reloaded": true})),
-            Err(e) => Response::err(e),
-        },
-        Request::Stats => match engine.stats() {
-            Ok(stats) => Response::ok(json!(stats)),
-            Err(e) => Response::err(e),
-        },
+        Request::Status => Response::ok(json!(engine.snapshot().status())),
+        Request::ListBans => Response::ok(json!(*engine.snapshot().bans)),
+        Request::Reload => answer(
+            engine
+                .ask(Command::Reload)
+                .await
+                .map(|()| json!({"reloaded": true})),
+        ),
+        Request::Stats => {
+            let counters = engine.counters();
+            answer(
+                tokio::task::spawn_blocking(move || counters.read())
+                    .await
+                    .map_err(|e| format!("internal error: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|stats| json!(stats)),
+            )
+        }
         Request::AddBan {
             net,
+            more,
             duration,
             reason,
         } => {
-            let net = match parse_net(&net) {
-                Ok(net) => net,
-                Err(e) => return Response::err(e),
-            };
             let duration = match duration.map(|d| d.parse::<BanDuration>()).transpose() {
                 Ok(d) => d,
                 Err(e) => return Response::err(e),
             };
-            let request = BanRequest {
-                net,
-                duration,
-                reason,
-                source: "manual".into(),
-            };
-            match engine.ban(request, SystemTime::now()) {
-                Ok(record) => Response::ok(json!(record)),
-                Err(e) => Response::err(e),
+            let mut requests = Vec::with_capacity(1 + more.len());
+            for text in std::iter::once(&net).chain(&more) {
+                match parse_net(text) {
+                    Ok(net) => requests.push(BanRequest {
+                        net,
+                        duration,
+                        reason: reason.clone(),
+                        source: "manual".into(),
+                    }),
+                    Err(e) => return Response::err(e),
+                }
             }
+            let single = more.is_empty();
+            answer(
+                engine
+                    .ask(|reply| Command::Ban(requests, reply))
+                    .await
+                    .map(|mut records| {
+                        if single {
+                            json!(records.pop())
+                        } else {
+                            json!(records)
+                        }
+                    }),
+            )
         }
-        Request::DelBan { net } => match parse_net(&net)
-            .map_err(|e| e.to_string())
-            .and_then(|net| engine.unban(net).map_err(|e| e.to_string()))
-        {
-            Ok(record) => Response::ok(json!(record)),
+        Request::DelBan { net } => match parse_net(&net) {
+            Ok(net) => answer(
+                engine
+                    .ask(|reply| Command::Unban(vec![net], reply))
+                    .await
+                    .map(|mut records| json!(records.pop())),
+            ),
             Err(e) => Response::err(e),
         },
     }
 }
 
 /// Serves requests until the listener is dropped.
-pub async fn serve(listener: UnixListener, engine: Arc<Mutex<Engine>>) {
+pub async fn serve(listener: UnixListener, engine: EngineHandle) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -153,10 +179,7 @@ pub async fn serve(listener: UnixListener, engine: Arc<Mutex<Engine>>) {
             let mut line = String::new();
             let response = match reader.read_line(&mut line).await {
                 Ok(_) => match serde_json::from_str::<Request>(&line) {
-                    // Map and fsync work is short but blocking: keep it off the reactor.
-                    Ok(request) => tokio::task::spawn_blocking(move || handle(&engine, request))
-                        .await
-                        .unwrap_or_else(|e| Response::err(format!("internal error: {e}"))),
+                    Ok(request) => handle(&engine, request).await,
                     Err(e) => Response::err(format!("bad request: {e}")),
                 },
                 Err(e) => Response::err(format!("bad request: {e}")),

@@ -1,12 +1,12 @@
-//! `pbxguard run`: wires config, store, enforcer, engine and control socket together and
-//! runs until SIGTERM/SIGINT. SIGHUP re-reads the config (a bad one is rejected and the
-//! running config stays).
+//! `pbxguard run`: wires config, store, enforcer, engine loop, sources and control socket
+//! together and runs until SIGTERM/SIGINT. SIGHUP re-reads the config (a bad one is
+//! rejected and the running config stays). Threads and who owns what: ARCHITECTURE.md.
 
 use std::{
     os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, SystemTime},
@@ -24,14 +24,18 @@ use crate::{
     config::Config,
     control,
     enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
-    engine::Engine,
+    engine::{
+        Engine,
+        actor::{self, Command, EngineHandle},
+    },
     notify::Notifier,
-    source::{Event, Sources},
+    source::Sources,
     store::Store,
 };
 
-/// How often ended bans are swept from the store (the XDP program already ignores them).
-const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+/// Exit code after a thread panicked: the state may be half-changed, so the process ends
+/// and systemd restarts it; the journal restores the bans.
+pub const PANIC_EXIT: i32 = 70;
 
 /// Options from the command line.
 #[derive(Debug, Clone)]
@@ -44,12 +48,27 @@ pub struct RunOptions {
 
 /// Runs the daemon to completion.
 pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    fail_loudly();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run_async(options))
+}
+
+/// A panic in any thread (engine, follower, event reader, a socket task) ends the process
+/// with [`PANIC_EXIT`], instead of leaving a daemon that answers `status` but no longer
+/// detects or bans.
+fn fail_loudly() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread = %name, panic = %info, "a pbxguard thread panicked; exiting so that systemd restarts pbxguard (bans are restored from the journal)");
+        default(info);
+        std::process::exit(PANIC_EXIT);
+    }));
 }
 
 async fn run_async(options: RunOptions) -> anyhow::Result<()> {
@@ -65,73 +84,51 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     }
     let (enforcer, note) = start_backend(&config)?;
     let socket = config.daemon.socket.clone();
-    let config_path = options.config.clone();
-    let engine = Arc::new(Mutex::new(Engine::start(config, store, enforcer)?));
-    engine
-        .lock()
-        .expect("not poisoned yet")
-        .set_backend_note(note);
-    engine
-        .lock()
-        .expect("not poisoned yet")
-        .set_config_path(config_path);
-    let alerts = crate::alert::start(&engine.lock().expect("not poisoned yet").config().notify);
-    {
-        let mut engine = engine.lock().expect("not poisoned yet");
-        engine.set_alerts(alerts.as_ref().map(|(a, _)| a.clone()));
-        let note = engine.status().backend_note;
-        if let Some(note) = note.filter(|n| n.starts_with("XDP could not")) {
-            engine.alert(crate::alert::Notice::new(
-                "fallback",
-                None,
-                Some(note),
-                None,
-                None,
-            ));
-        }
+    let metrics_listen = config.metrics.listen;
+    let mut engine = Engine::start(config.clone(), store, enforcer)?;
+    engine.set_backend_note(note.clone());
+    engine.set_config_path(options.config.clone());
+    let alerts = crate::alert::start(&config.notify);
+    engine.set_alerts(alerts.as_ref().map(|(a, _)| a.clone()));
+    if let Some(note) = note.filter(|n| n.starts_with("XDP could not")) {
+        engine.alert(crate::alert::Notice::new(
+            "fallback",
+            None,
+            Some(note),
+            None,
+            None,
+        ));
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
-    let mut sources = Sources::start(
-        &engine.lock().expect("not poisoned yet").config().clone(),
-        events_tx.clone(),
-    )?;
-    engine
-        .lock()
-        .expect("not poisoned yet")
-        .attach_sources(sources.stats().to_vec());
-    let program_events = {
-        let mut engine = engine.lock().expect("not poisoned yet");
-        let signatures = engine.config().scanners.user_agents.clone();
-        engine.take_events().map(|ring| {
-            let stop = Arc::new(AtomicBool::new(false));
-            (
-                crate::source::program::spawn(ring, signatures, events_tx.clone(), stop.clone()),
-                stop,
-            )
+    let mut sources = Sources::start(&config, events_tx.clone())?;
+    engine.attach_sources(sources.stats().to_vec());
+    let ring = engine.take_events();
+    let (engine, engine_thread) = actor::spawn(engine, events_rx);
+    let program_events = ring.map(|ring| {
+        let stop = Arc::new(AtomicBool::new(false));
+        (
+            crate::source::program::spawn(ring, engine.watch(), events_tx.clone(), stop.clone()),
+            stop,
+        )
+    });
+    let addresses = {
+        let engine = engine.clone();
+        crate::guard::watch_addresses(move |host| {
+            engine.send_blocking(Command::HostAddresses(host))
         })
     };
-    let detector = spawn_detector(engine.clone(), events_rx);
-    let mut running_sources = {
-        let engine = engine.lock().expect("not poisoned yet");
-        (
-            engine.config().source.clone(),
-            engine.config().filter.clone(),
-        )
-    };
+    if let Err(e) = addresses {
+        tracing::warn!(error = %e, "cannot watch address changes; the host's addresses are read only at start");
+    }
+    let mut running_sources = (config.source.clone(), config.filter.clone());
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
     {
-        let status = engine.lock().expect("not poisoned yet").status();
+        let status = engine.snapshot().status();
         tracing::info!(backend = status.backend, interfaces = ?status.interfaces.iter().map(|i| format!("{}:{}", i.name, i.mode)).collect::<Vec<_>>(),
             bans = status.bans, socket = %socket.display(), "pbxguard ready");
     }
     let server = tokio::spawn(control::serve(listener, engine.clone()));
-    let metrics_listen = engine
-        .lock()
-        .expect("not poisoned yet")
-        .config()
-        .metrics
-        .listen;
     let metrics = match metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -150,49 +147,46 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     let notifier = Notifier::from_env();
     notifier.send(&format!(
         "READY=1\nSTATUS=enforcing with {}",
-        engine.lock().expect("not poisoned yet").status().backend
+        engine.snapshot().status.backend
     ));
+    let watchdog_every = notifier.watchdog_interval();
     // Without a watchdog the tick is hourly and harmless.
-    let mut watchdog = tokio::time::interval(
-        notifier
-            .watchdog_interval()
-            .unwrap_or(Duration::from_secs(3600)),
-    );
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    let mut published = engine.watch();
+    let mut save = tokio::time::interval(actor::SWEEP);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&engine, &notifier),
-            _ = watchdog.tick() => notifier.send("WATCHDOG=1"),
-            _ = sweep.tick() => {
-                let shared = engine.clone();
-                let (swept, refreshed) = tokio::task::spawn_blocking(move || {
-                    let mut engine = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    (engine.expire(SystemTime::now()), engine.refresh_geo())
-                }).await?;
-                if let Err(e) = swept {
-                    tracing::error!(error = %e, "sweeping expired bans failed");
+            _ = hup.recv() => reload(&engine, &notifier).await,
+            _ = watchdog.tick() => {
+                // Only a live engine loop keeps systemd's watchdog fed.
+                let beat = engine.snapshot().heartbeat;
+                if beat.elapsed() < watchdog_every.unwrap_or(Duration::MAX).saturating_mul(2).max(actor::SWEEP * 10) {
+                    notifier.send("WATCHDOG=1");
+                } else {
+                    tracing::error!(since = ?beat.elapsed(), "the engine loop is not answering; withholding the watchdog ping");
                 }
-                if let Err(e) = refreshed {
-                    tracing::error!(error = %e, "reloading geo rules failed");
+            }
+            _ = save.tick() => sources.save_positions(),
+            changed = published.changed() => {
+                if changed.is_err() {
+                    bail!("the engine loop stopped unexpectedly");
                 }
-                sources.save_positions();
                 // A reload (SIGHUP or `pbxguard reload`) changed the sources: swap them.
                 // Positions are saved on stop, so nothing written meanwhile is missed.
-                let wanted = {
-                    let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-                    (engine.config().source.clone(), engine.config().filter.clone())
-                };
+                let config = published.borrow_and_update().config.clone();
+                let wanted = (config.source.clone(), config.filter.clone());
                 if wanted != running_sources {
-                    let config = engine.lock().unwrap_or_else(|p| p.into_inner()).config().clone();
                     let old = std::mem::replace(&mut sources, Sources::start(&config, events_tx.clone())?);
                     tokio::task::spawn_blocking(move || old.stop()).await?;
-                    engine.lock().unwrap_or_else(|p| p.into_inner()).attach_sources(sources.stats().to_vec());
+                    // The engine shows the new sources' counters from its next snapshot.
+                    let stats = sources.stats().to_vec();
+                    let _ = engine.ask(|reply| Command::Sources(stats, reply)).await;
                     tracing::info!(sources = config.source.len(), "log sources reloaded");
                     running_sources = wanted;
                 }
@@ -211,14 +205,12 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         stop.store(true, Ordering::Release);
         let _ = thread.join();
     }
-    let _ = detector.join();
+    let shutdown = engine
+        .ask(|reply| Command::Shutdown { detach, reply })
+        .await;
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     let _ = std::fs::remove_file(&socket);
-    // Connection tasks may still hold the engine; lock it rather than wait for them.
-    engine
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .shutdown(detach)?;
-    Ok(())
+    shutdown.map_err(anyhow::Error::msg)
 }
 
 /// Starts the configured backend; `auto` falls back from XDP to nftables and says why.
@@ -254,44 +246,13 @@ fn start_backend(config: &Config) -> anyhow::Result<(Box<dyn Enforcer>, Option<S
     }
 }
 
-/// Hands detected failures to the engine, on its own thread (bans fsync the journal).
-fn spawn_detector(
-    engine: Arc<Mutex<Engine>>,
-    mut events: tokio::sync::mpsc::Receiver<Event>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("detector".into())
-        .spawn(move || {
-            while let Some(first) = events.blocking_recv() {
-                // Take whatever else is already queued: a burst becomes one batch.
-                let mut batch = vec![first];
-                while batch.len() < 4096 {
-                    match events.try_recv() {
-                        Ok(event) => batch.push(event),
-                        Err(_) => break,
-                    }
-                }
-                let outcome = engine.lock().unwrap_or_else(|p| p.into_inner()).on_failures(&batch, SystemTime::now());
-                if let Err(e) = outcome {
-                    tracing::error!(events = batch.len(), error = %e, "acting on detected failures failed");
-                }
-            }
-        })
-        .expect("spawn detector thread")
-}
-
-fn reload(engine: &Mutex<Engine>, notifier: &Notifier) {
+async fn reload(engine: &EngineHandle, notifier: &Notifier) {
     notifier.send(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}",
         crate::notify::monotonic_usec()
     ));
-    if let Err(e) = engine
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .reload_file()
-    {
-        tracing::error!("{e}");
-    }
+    // The engine logs a rejected config itself.
+    let _ = engine.ask(Command::Reload).await;
     notifier.send("READY=1");
 }
 

@@ -3,10 +3,15 @@
 //! A ban is refused when it lies inside an allowlisted network, or when it would cover
 //! loopback or any address of this host. This is checked for every ban, manual or
 //! automatic, because a crafted log line must never be able to cut off the admin.
+//!
+//! The guard is pure: the host's addresses are handed to it, read once at start and again
+//! whenever the kernel reports an address change ([`watch_addresses`], netlink), not on
+//! every event.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, os::fd::AsRawFd as _};
 
 use ipnet::IpNet;
+use serde::Serialize;
 
 /// Why a network may not be banned, phrased for the admin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,20 +23,41 @@ pub struct Refusal {
     pub why: String,
 }
 
+/// One address of this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAddress {
+    /// The interface it is on.
+    pub interface: String,
+    /// The address.
+    pub addr: IpAddr,
+}
+
 /// The protected set: the allowlist plus loopback and the host's own addresses.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Vec<IpNet>,
+    host: Vec<HostAddress>,
 }
 
 const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
 impl Guard {
-    /// A guard for the given allowlist.
-    pub fn new(allow: &[IpNet]) -> Guard {
+    /// A guard for the given allowlist and host addresses.
+    pub fn new(allow: &[IpNet], host: Vec<HostAddress>) -> Guard {
         Guard {
             allow: allow.to_vec(),
+            host,
         }
+    }
+
+    /// Replaces the host's addresses (after a netlink address change).
+    pub fn set_host_addresses(&mut self, host: Vec<HostAddress>) {
+        self.host = host;
+    }
+
+    /// The host addresses it protects.
+    pub fn host_addresses(&self) -> &[HostAddress] {
+        &self.host
     }
 
     /// Ok if `net` may be banned.
@@ -48,8 +74,8 @@ impl Guard {
                 return refuse(format!("it covers loopback ({loopback})"));
             }
         }
-        for (interface, addr) in host_addresses() {
-            if net.contains(&addr) {
+        for HostAddress { interface, addr } in &self.host {
+            if net.contains(addr) {
                 return refuse(format!(
                     "it covers {addr}, an address of this host ({interface})"
                 ));
@@ -63,9 +89,8 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
-/// Every address configured on this host's interfaces (in the current network namespace),
-/// read fresh each time so that a new DHCP lease is protected at once.
-pub fn host_addresses() -> Vec<(String, IpAddr)> {
+/// Every address configured on this host's interfaces (in the current network namespace).
+pub fn host_addresses() -> Vec<HostAddress> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
@@ -77,9 +102,51 @@ pub fn host_addresses() -> Vec<(String, IpAddr)> {
             } else {
                 IpAddr::V6(storage.as_sockaddr_in6()?.ip())
             };
-            Some((ifa.interface_name, ip))
+            Some(HostAddress {
+                interface: ifa.interface_name,
+                addr: ip,
+            })
         })
         .collect()
+}
+
+/// Calls `changed` with the host's addresses whenever the kernel reports an address added
+/// or removed (a new DHCP lease is protected at once), until `changed` returns false.
+/// Runs on its own thread; returns an error if the netlink socket cannot be opened.
+pub fn watch_addresses(
+    mut changed: impl FnMut(Vec<HostAddress>) -> bool + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket,
+    };
+    let groups = (libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+    std::thread::Builder::new()
+        .name("host-addresses".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                    // Any message (or an overrun) means: read the addresses again.
+                    Ok(_) | Err(nix::errno::Errno::ENOBUFS) => {
+                        if !changed(host_addresses()) {
+                            return;
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "netlink address watch failed; host addresses are no longer refreshed");
+                        return;
+                    }
+                }
+            }
+        })
 }
 
 #[cfg(test)]
@@ -93,7 +160,7 @@ mod tests {
 
     #[test]
     fn allowlisted_networks_cannot_be_banned() {
-        let guard = Guard::new(&[net("203.0.113.0/24")]);
+        let guard = Guard::new(&[net("203.0.113.0/24")], host_addresses());
         let err = guard.check(&net("203.0.113.10")).unwrap_err();
         assert!(
             err.to_string()
@@ -115,11 +182,14 @@ mod tests {
 
     #[test]
     fn own_addresses_cannot_be_banned() {
-        let guard = Guard::default();
-        let (interface, addr) = host_addresses()
+        let guard = Guard::new(&[], host_addresses());
+        let HostAddress { interface, addr } = host_addresses()
             .into_iter()
-            .find(|(_, a)| !a.is_loopback())
-            .unwrap_or(("lo".into(), "127.0.0.1".parse().unwrap()));
+            .find(|h| !h.addr.is_loopback())
+            .unwrap_or(HostAddress {
+                interface: "lo".into(),
+                addr: "127.0.0.1".parse().unwrap(),
+            });
         let err = guard.check(&IpNet::from(addr)).unwrap_err();
         assert!(
             err.to_string().contains(&addr.to_string()),

@@ -1,7 +1,7 @@
 //! pbxguard: protects a PBX host by banning attackers at the XDP hook.
 //!
 //! The data path is one-way: log line -> source -> matcher -> engine -> enforcer + store.
-//! See DESIGN.md for the map; each module's doc says why it exists.
+//! See ARCHITECTURE.md for the map; each module's doc says why it exists.
 
 pub mod alert;
 pub mod audit;
@@ -14,6 +14,7 @@ pub mod enforce;
 pub mod engine;
 pub mod geo;
 pub mod guard;
+pub mod ledger;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;

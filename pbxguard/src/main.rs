@@ -16,5 +16,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    cli::main(cli).into()
+    // Fault injection for the ledger's fault tests: only in builds with the `failpoints`
+    // feature (`cargo xtask test`), driven by FAILPOINTS; a no-op otherwise.
+    let scenario = fail::FailScenario::setup();
+    let exit = cli::main(cli);
+    scenario.teardown();
+    exit.into()
 }

@@ -2,18 +2,17 @@
 //! and matches, and how fast a failure becomes a ban. Plain text exposition format over a
 //! minimal HTTP/1.1 responder (GET /metrics); names follow Prometheus conventions.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
 };
 
-use crate::engine::Engine;
+use crate::{
+    enforce::Counters,
+    engine::{Snapshot, actor::EngineHandle},
+};
 
 /// Upper bounds (seconds) of the time-to-ban histogram buckets.
 pub const BUCKETS: [f64; 11] = [
@@ -58,10 +57,10 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The exposition text.
-pub fn render(engine: &Engine) -> String {
+/// The exposition text, from the published snapshot and the kernel's counters.
+pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
     let mut out = String::new();
-    let status = engine.status();
+    let status = snapshot.status();
     let mut w = |text: String| out.push_str(&text);
     w(format!(
         "# HELP pbxguard_up Whether the daemon is running.\n# TYPE pbxguard_up gauge\npbxguard_up{{backend=\"{}\"}} 1\n",
@@ -76,8 +75,8 @@ pub fn render(engine: &Engine) -> String {
         status.bans
     ));
     let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
-    for ban in engine.bans() {
-        *by_source.entry(ban.source).or_default() += 1;
+    for ban in snapshot.bans.iter() {
+        *by_source.entry(ban.source.clone()).or_default() += 1;
     }
     w("# HELP pbxguard_bans_by_source Bans in force by what made them (manual or the filter).\n# TYPE pbxguard_bans_by_source gauge\n".into());
     for (source, count) in by_source {
@@ -86,7 +85,7 @@ pub fn render(engine: &Engine) -> String {
             label(&source)
         ));
     }
-    if let Ok(stats) = engine.stats() {
+    if let Ok(stats) = counters.read() {
         w("# HELP pbxguard_packets_total Packets by verdict reason.\n# TYPE pbxguard_packets_total counter\n".into());
         for r in &stats {
             w(format!(
@@ -110,7 +109,7 @@ pub fn render(engine: &Engine) -> String {
             s.lines
         ));
     }
-    let detection = engine.detection_metrics();
+    let detection = &snapshot.detection;
     w("# HELP pbxguard_matches_total Failures recognised per filter and rule.\n# TYPE pbxguard_matches_total counter\n".into());
     for ((filter, rule), count) in &detection.matches {
         w(format!(
@@ -138,7 +137,7 @@ pub fn render(engine: &Engine) -> String {
 }
 
 /// Serves GET /metrics until the listener is dropped.
-pub async fn serve(listener: TcpListener, engine: Arc<Mutex<Engine>>) {
+pub async fn serve(listener: TcpListener, engine: EngineHandle) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -155,7 +154,7 @@ pub async fn serve(listener: TcpListener, engine: Arc<Mutex<Engine>>) {
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let response = if request.starts_with("GET ") && (path == "/metrics" || path == "/") {
                 let body = tokio::task::spawn_blocking(move || {
-                    render(&engine.lock().unwrap_or_else(|p| p.into_inner()))
+                    render(&engine.snapshot(), engine.counters().as_ref())
                 })
                 .await
                 .unwrap_or_default();

@@ -43,6 +43,17 @@ pub enum BanDuration {
     For(Duration),
 }
 
+impl BanDuration {
+    /// When a ban of this length made at `now` ends; `None` is permanent. A length past
+    /// what the clock can represent is treated as permanent rather than wrapping.
+    pub fn expiry_from(self, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        match self {
+            BanDuration::Permanent => None,
+            BanDuration::For(d) => now.checked_add(d),
+        }
+    }
+}
+
 impl FromStr for BanDuration {
     type Err = UnitError;
 

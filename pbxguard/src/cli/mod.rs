@@ -135,10 +135,15 @@ pub enum GeoCommand {
 pub enum BansCommand {
     /// List active bans: net, reason, source, created, expires.
     List(JsonFlag),
-    /// Ban an address or CIDR network (IPv4 or IPv6).
+    /// Ban addresses or CIDR networks (IPv4 or IPv6), all in one step.
     Add {
         /// Address or network, e.g. 198.51.100.7 or 2001:db8:bad::/48.
         net: String,
+        /// More addresses or networks (e.g. a list migrated from fail2ban).
+        more: Vec<String>,
+        /// Also read addresses or networks from this file, one per line (`#` comments).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
         /// How long: 90s, 10m, 1h, 7d or `permanent` (default: [ban] default_duration).
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
@@ -256,23 +261,43 @@ pub fn main(cli: Cli) -> Exit {
         }
         Command::Bans(BansCommand::Add {
             net,
+            mut more,
+            from_file,
             duration,
             reason,
         }) => {
+            if let Some(file) = from_file {
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => more.extend(
+                        text.lines()
+                            .map(|l| l.split('#').next().unwrap_or("").trim())
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string),
+                    ),
+                    Err(e) => {
+                        eprintln!("pbxguard: cannot read {}: {e}", file.display());
+                        return Exit::Failure;
+                    }
+                }
+            }
             // Catch typos before contacting the daemon, so they are reported even when it is down.
-            let checked = parse_net(&net).map(drop).and_then(|()| {
-                duration
-                    .as_deref()
-                    .map(str::parse::<BanDuration>)
-                    .transpose()
-                    .map(drop)
-            });
+            let checked = std::iter::once(&net)
+                .chain(&more)
+                .try_for_each(|n| parse_net(n).map(drop))
+                .and_then(|()| {
+                    duration
+                        .as_deref()
+                        .map(str::parse::<BanDuration>)
+                        .transpose()
+                        .map(drop)
+                });
             if let Err(e) = checked {
                 eprintln!("pbxguard: {e}");
                 return Exit::Failure;
             }
             let request = Request::AddBan {
                 net,
+                more,
                 duration,
                 reason,
             };

@@ -120,11 +120,28 @@ pub fn status(data: &Value, as_json: bool) -> String {
         out.push_str("off-hours profile: active\n");
     }
     for source in data["sources"].as_array().into_iter().flatten() {
+        let state = if source["alive"].as_bool() == Some(false) {
+            "FOLLOWER STOPPED (restart pbxguard; see its log)".to_string()
+        } else {
+            match source["last_read"].as_str() {
+                Some(at) => format!("following, last line read {at}"),
+                None => "following, nothing read yet".into(),
+            }
+        };
         out.push_str(&format!(
-            "source {}: {} lines, {} matches\n",
+            "source {}: {state}; {} lines, {} matches\n",
             clean(text(source, "name")),
             num(source, "lines"),
             num(source, "matches")
+        ));
+    }
+    if data["journal_stale"].as_bool() == Some(true) {
+        out.push_str("warning: the ban journal could not be written (disk full?); bans in force are kept in memory and the journal is rewritten on the next change: free disk space in the state directory\n");
+    }
+    if num(data, "not_enforced") > 0 {
+        out.push_str(&format!(
+            "warning: {} bans were due but refused by the kernel (map full?): raise [ban] max_entries\n",
+            num(data, "not_enforced")
         ));
     }
     for damage in data["store_damage"].as_array().into_iter().flatten() {
@@ -172,6 +189,9 @@ pub fn bans(data: &Value, as_json: bool) -> String {
 
 /// `pbxguard bans add`
 pub fn ban_added(data: &Value) -> String {
+    if let Some(many) = data.as_array() {
+        return many.iter().map(ban_added).collect();
+    }
     let until = data["expires"]
         .as_str()
         .map(remaining)

@@ -6,11 +6,12 @@
 pub mod bpffs;
 pub mod clock;
 pub mod nft;
+pub mod overlap;
 pub mod perimeter;
 pub mod program;
 pub mod xdp;
 
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use pbxguard_common::Reason;
@@ -46,13 +47,18 @@ pub enum EnforceError {
         /// What went wrong.
         message: String,
     },
-    /// nftables refused a change or could not be run.
+    /// The `nft` command could not be run at all.
     #[error(
-        "nftables: {0}; check that the `nft` command (Debian package nftables) is installed and pbxguard has CAP_NET_ADMIN"
+        "cannot run nft: {0}; install the Debian package nftables and give pbxguard CAP_NET_ADMIN"
     )]
+    NftMissing(String),
+    /// nftables refused a change; the message is nft's own.
+    #[error("nftables refused the change: {0}")]
     Nft(String),
-    /// A map is full.
-    #[error("the {map} map is full ({capacity} entries); raise [ban] max_entries and restart")]
+    /// A map or set is full.
+    #[error(
+        "the {map} map is full ({capacity} entries); raise [ban] max_entries and restart (bans are restored from the journal)"
+    )]
     Full {
         /// Which map.
         map: &'static str,
@@ -97,7 +103,18 @@ impl ReasonStats {
     }
 }
 
+/// Reads the verdict counters without going through the engine, so `stats` and metrics
+/// never wait behind a journal fsync or an `nft` run.
+pub trait Counters: Send + Sync {
+    /// Packets and bytes per reason.
+    fn read(&self) -> Result<Vec<ReasonStats>, EnforceError>;
+}
+
 /// A place where bans and the allowlist take effect.
+///
+/// Ban operations report one result per element: the ledger records exactly what the
+/// kernel accepted. Nested bans follow [`overlap`]: an address is dropped until the latest
+/// expiry among the bans covering it, on every backend.
 pub trait Enforcer: Send {
     /// `xdp` or `nft`, for status output.
     fn backend(&self) -> &'static str;
@@ -105,23 +122,36 @@ pub trait Enforcer: Send {
     fn interfaces(&self) -> Vec<InterfaceStatus>;
     /// Replaces the allowlist with `nets`.
     fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError>;
-    /// Bans `net` until `expires` (`None` = permanent); replaces an existing ban.
-    fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError>;
-    /// Lifts the ban on exactly `net`; absent is not an error.
-    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError>;
-    /// Bans many at once; backends with a per-change cost (nft) apply them in few batches.
-    fn ban_many(&mut self, bans: &[(IpNet, Option<SystemTime>)]) -> Result<(), EnforceError> {
-        bans.iter()
-            .try_for_each(|(net, expires)| self.ban(*net, *expires))
+    /// Bans each network until its expiry (`None` = permanent), replacing an existing ban
+    /// on it. One result per ban, in order; a refused ban leaves that network as it was.
+    fn ban_many(&mut self, bans: &[(IpNet, overlap::Expiry)]) -> Vec<Result<(), EnforceError>>;
+    /// Lifts the bans on exactly these networks (absent is fine); one result per network.
+    fn unban_many(&mut self, nets: &[IpNet]) -> Vec<Result<(), EnforceError>>;
+    /// Bans one network (see [`Enforcer::ban_many`]).
+    fn ban(&mut self, net: IpNet, expires: overlap::Expiry) -> Result<(), EnforceError> {
+        self.ban_many(&[(net, expires)])
+            .pop()
+            .expect("one result per ban")
     }
-    /// Lifts many bans at once.
-    fn unban_many(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
-        nets.iter().try_for_each(|net| self.unban(*net))
+    /// Bans all or reports the first refusal (the others may be in force): for tools and
+    /// benchmarks; the ledger uses the per-element [`Enforcer::ban_many`].
+    fn ban_all(&mut self, bans: &[(IpNet, overlap::Expiry)]) -> Result<(), EnforceError> {
+        self.ban_many(bans).into_iter().collect()
     }
-    /// Every network currently banned in the backend (for reconciliation with the store).
+    /// Lifts the ban on exactly one network.
+    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        self.unban_many(&[net])
+            .pop()
+            .expect("one result per network")
+    }
+    /// The verdict counters now.
+    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+        self.counters().read()
+    }
+    /// Every network the backend enforces a ban on (for reconciliation with the journal).
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError>;
-    /// Verdict counters.
-    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError>;
+    /// The verdict counters, readable from any thread.
+    fn counters(&self) -> Arc<dyn Counters>;
     /// Replaces the perimeter rules (trusted-only ports, SIP flood limit, scanners). A backend
     /// that cannot express them says so once and enforces the rest.
     fn set_perimeter(&mut self, _perimeter: &perimeter::Perimeter) -> Result<(), EnforceError> {

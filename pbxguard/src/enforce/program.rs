@@ -3,7 +3,10 @@
 //! Used by the XDP backend (with pins) and directly by the `BPF_PROG_TEST_RUN` tests and the
 //! benchmarks (without pins), so both exercise the same load path.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -15,7 +18,10 @@ use pbxguard_common::{
     BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, Reason, maps,
 };
 
-use super::{EnforceError, ReasonStats};
+use super::{
+    EnforceError, ReasonStats,
+    overlap::{BanTable, Expiry},
+};
 
 /// The compiled XDP object, built by `build.rs` from the `pbxguard-ebpf` crate.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pbxguard"));
@@ -106,7 +112,9 @@ pub struct XdpProgram {
     allow: Tries<u32>,
     bans: Tries<BanEntry>,
     geo: Tries<u32>,
-    counters: PerCpuArray<MapData, Counter>,
+    counters: Arc<CounterMap>,
+    /// The bans with their own expiries; map entries carry the effective ones.
+    table: BanTable,
     perimeter: super::perimeter::PerimeterMaps,
     events: Option<aya::maps::RingBuf<MapData>>,
 }
@@ -195,7 +203,8 @@ impl XdpProgram {
                 [maps::GEO_V4, maps::GEO_V6],
                 pbxguard_common::MAX_GEO,
             )?,
-            counters: take(&mut ebpf, maps::COUNTERS)?,
+            counters: Arc::new(CounterMap(take(&mut ebpf, maps::COUNTERS)?)),
+            table: BanTable::default(),
             perimeter: super::perimeter::PerimeterMaps::take(&mut ebpf)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
             ebpf,
@@ -289,10 +298,71 @@ impl XdpProgram {
 
     /// Packets and bytes per reason, summed over CPUs.
     pub fn counters(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+        super::Counters::read(self.counters.as_ref())
+    }
+
+    /// A reader of the counters for other threads.
+    pub fn counter_reader(&self) -> Arc<dyn super::Counters> {
+        self.counters.clone()
+    }
+
+    /// Bans each network (see [`super::Enforcer::ban_many`]), keeping nested entries'
+    /// effective expiries right.
+    pub fn ban_many(&mut self, bans: &[(IpNet, Expiry)]) -> Vec<Result<(), EnforceError>> {
+        bans.iter()
+            .map(|(net, expires)| self.ban_one(*net, *expires))
+            .collect()
+    }
+
+    fn ban_one(&mut self, net: IpNet, expires: Expiry) -> Result<(), EnforceError> {
+        let old = self.table.insert(net, expires);
+        let effective = self.table.effective(&net).expect("just inserted");
+        if let Err(e) = self.bans.insert(net, ban_entry(effective)) {
+            match old {
+                Some(old) => self.table.insert(net, old),
+                None => self.table.remove(&net),
+            };
+            return Err(e);
+        }
+        self.refresh_nested(&net)
+    }
+
+    /// Lifts bans on exactly these networks; absent is fine.
+    pub fn unban_many(&mut self, nets: &[IpNet]) -> Vec<Result<(), EnforceError>> {
+        nets.iter()
+            .map(|net| {
+                self.bans.remove(*net)?;
+                self.table.remove(net);
+                self.refresh_nested(net)
+            })
+            .collect()
+    }
+
+    /// Rewrites the entries inside `net`: their effective expiry may have changed with it.
+    fn refresh_nested(&mut self, net: &IpNet) -> Result<(), EnforceError> {
+        for inner in self.table.nested(net) {
+            let effective = self.table.effective(&inner).expect("in the table");
+            self.bans.insert(inner, ban_entry(effective))?;
+        }
+        Ok(())
+    }
+}
+
+fn ban_entry(expires: Expiry) -> BanEntry {
+    BanEntry {
+        expires_boot_ns: super::clock::expiry_to_boot_ns(expires),
+    }
+}
+
+/// The per-CPU verdict counters, shared with status and metrics readers.
+pub struct CounterMap(PerCpuArray<MapData, Counter>);
+
+impl super::Counters for CounterMap {
+    fn read(&self) -> Result<Vec<ReasonStats>, EnforceError> {
         debug_assert!(Reason::ALL.len() as u32 <= COUNTER_SLOTS);
         let mut out = Vec::new();
         for reason in Reason::ALL {
-            let per_cpu = self.counters.get(&(reason as u32), 0)?;
+            let per_cpu = self.0.get(&(reason as u32), 0)?;
             let (packets, bytes) = per_cpu
                 .iter()
                 .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
@@ -340,29 +410,20 @@ impl super::Enforcer for XdpProgram {
         self.sync_allowlist(nets)
     }
 
-    fn ban(
-        &mut self,
-        net: IpNet,
-        expires: Option<std::time::SystemTime>,
-    ) -> Result<(), EnforceError> {
-        self.insert_ban(
-            net,
-            BanEntry {
-                expires_boot_ns: super::clock::expiry_to_boot_ns(expires),
-            },
-        )
+    fn ban_many(&mut self, bans: &[(IpNet, Expiry)]) -> Vec<Result<(), EnforceError>> {
+        XdpProgram::ban_many(self, bans)
     }
 
-    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        self.remove_ban(net)
+    fn unban_many(&mut self, nets: &[IpNet]) -> Vec<Result<(), EnforceError>> {
+        XdpProgram::unban_many(self, nets)
     }
 
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
         Ok(self.bans()?.into_iter().map(|(net, _)| net).collect())
     }
 
-    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
-        self.counters()
+    fn counters(&self) -> Arc<dyn super::Counters> {
+        self.counter_reader()
     }
 
     fn set_perimeter(

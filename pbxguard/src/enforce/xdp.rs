@@ -6,22 +6,21 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::SystemTime,
+    sync::Arc,
 };
 
+use super::{
+    Counters, EnforceError, Enforcer, InterfaceStatus, bpffs,
+    overlap::Expiry,
+    program::{LoadOptions, XdpProgram},
+};
+use crate::config::{Config, XdpMode};
 use aya::programs::{
     XdpMode as AyaMode,
     links::{FdLink, PinnedLink},
     xdp::XdpLink,
 };
 use ipnet::IpNet;
-use pbxguard_common::BanEntry;
-
-use super::{
-    EnforceError, Enforcer, InterfaceStatus, ReasonStats, bpffs, clock,
-    program::{LoadOptions, XdpProgram},
-};
-use crate::config::{Config, XdpMode};
 
 /// How the program ended up attached to one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,15 +284,12 @@ impl Enforcer for XdpEnforcer {
         self.program.sync_allowlist(nets)
     }
 
-    fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError> {
-        let entry = BanEntry {
-            expires_boot_ns: clock::expiry_to_boot_ns(expires),
-        };
-        self.program.insert_ban(net, entry)
+    fn ban_many(&mut self, bans: &[(IpNet, Expiry)]) -> Vec<Result<(), EnforceError>> {
+        self.program.ban_many(bans)
     }
 
-    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        self.program.remove_ban(net)
+    fn unban_many(&mut self, nets: &[IpNet]) -> Vec<Result<(), EnforceError>> {
+        self.program.unban_many(nets)
     }
 
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
@@ -305,8 +301,8 @@ impl Enforcer for XdpEnforcer {
             .collect())
     }
 
-    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
-        self.program.counters()
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.program.counter_reader()
     }
 
     fn set_perimeter(

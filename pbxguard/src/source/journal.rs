@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Shared, SourceStats};
+use super::{AliveGuard, Shared, SourceStats};
 use crate::detect::{Matcher, Scratch};
 
 /// What to follow.
@@ -102,6 +102,7 @@ pub(super) fn follow(
     shared: &Shared,
     child: &Child,
 ) {
+    let _alive = AliveGuard::new(stats);
     let key = spec.key();
     let mut scratch = Scratch::default();
     while !shared.stop.load(Ordering::Acquire) {

@@ -63,6 +63,44 @@ pub struct SourceStats {
     pub matches: AtomicU64,
     /// Lines dropped for exceeding 64 KiB.
     pub oversized: AtomicU64,
+    /// Whether the follower thread is running.
+    pub alive: AtomicBool,
+    /// Unix seconds of the last read that returned a line (0: never).
+    pub last_read: AtomicU64,
+}
+
+impl SourceStats {
+    /// False once the follower thread has ended, so a source that stopped reading (inotify
+    /// failure, engine gone, panic) does not look healthy merely because its counters stand.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// When the follower last read a line, so a quiet or stuck source can be told apart from
+    /// a busy one; `None` until the first line.
+    pub fn last_read(&self) -> Option<SystemTime> {
+        match self.last_read.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+        }
+    }
+}
+
+/// Marks a source alive for as long as its thread body runs: dropping it on any return path
+/// (or unwind) clears the flag, so no exit is forgotten.
+struct AliveGuard<'a>(&'a SourceStats);
+
+impl<'a> AliveGuard<'a> {
+    fn new(stats: &'a SourceStats) -> AliveGuard<'a> {
+        stats.alive.store(true, Ordering::Release);
+        AliveGuard(stats)
+    }
+}
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
 }
 
 /// Why sources could not start.
@@ -115,6 +153,12 @@ impl Shared {
         line: &[u8],
     ) -> bool {
         stats.lines.fetch_add(1, Ordering::Relaxed);
+        // One clock read per line (vDSO), reused for the event's timestamp.
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        stats.last_read.store(secs, Ordering::Relaxed);
         let Some(hit) = matcher.find_with(line, scratch) else {
             return true;
         };
@@ -124,7 +168,7 @@ impl Shared {
             filter: hit.filter,
             rule: hit.rule,
             source: index,
-            at: SystemTime::now(),
+            at: now,
         };
         self.events.blocking_send(event).is_ok()
     }
@@ -293,6 +337,7 @@ fn follow_files(
     shared: &Shared,
     ready: std::sync::mpsc::Sender<()>,
 ) {
+    let _alive = AliveGuard::new(stats);
     let mut ready = Some(ready);
     let (dir, pattern, exact) = split_path(path);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -405,5 +450,55 @@ fn follow_files(
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// Polls `check` for up to 10 s.
+    fn eventually(mut check: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if check() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        check()
+    }
+
+    #[test]
+    fn file_source_reports_alive_and_last_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("full");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::write(&log, "").unwrap();
+        let text = format!(
+            "[enforce]\ninterfaces = [\"eth0\"]\n\n[daemon]\nstate_dir = {state:?}\n\n\
+             [[source]]\npath = {log:?}\nfilters = [\"asterisk\"]\n"
+        );
+        let config = Config::parse(&text, Path::new("/etc/pbxguard/test.toml")).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let sources = Sources::start(&config, tx).unwrap();
+        let stats = sources.stats()[0].clone();
+        assert!(stats.is_alive());
+        assert_eq!(stats.last_read(), None);
+
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"an unremarkable line\n").unwrap();
+        drop(f);
+        assert!(eventually(|| stats.lines.load(Ordering::Relaxed) == 1));
+        let read = stats.last_read().expect("a line was read");
+        assert!(read >= before, "{read:?} < {before:?}");
+        assert!(stats.is_alive());
+
+        sources.stop();
+        assert!(!stats.is_alive());
     }
 }

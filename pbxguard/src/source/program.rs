@@ -55,10 +55,12 @@ pub fn to_event(raw: &DetectionEvent, signatures: &[String]) -> Option<Event> {
     })
 }
 
-/// Reads the ring buffer until `stop`, forwarding events.
+/// Reads the ring buffer until `stop`, forwarding events. Scanner signatures are named
+/// from the config in force (the engine's published snapshot), so a reload that changes
+/// `[scanners]` names them right at once.
 pub fn spawn(
     mut ring: RingBuf<MapData>,
-    signatures: Vec<String>,
+    snapshot: tokio::sync::watch::Receiver<Arc<crate::engine::Snapshot>>,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
@@ -81,7 +83,8 @@ pub fn spawn(
                     let raw =
                         unsafe { std::ptr::read_unaligned(item.as_ptr() as *const DetectionEvent) };
                     drop(item);
-                    if let Some(event) = to_event(&raw, &signatures)
+                    let config = snapshot.borrow().config.clone();
+                    if let Some(event) = to_event(&raw, &config.scanners.user_agents)
                         && events.blocking_send(event).is_err()
                     {
                         return;

@@ -6,11 +6,12 @@
 //! fsync of the directory). A damaged line is reported with its number, the rest is kept,
 //! and the damaged file is preserved beside the new one for inspection.
 
+pub mod journal;
+
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
-    io::{self, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    fs, io,
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -18,10 +19,9 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use self::journal::{Entry, JournalFile};
+pub use self::journal::{JOURNAL, Replayed};
 use crate::units::{net_serde, rfc3339};
-
-/// Journal file name inside `state_dir`.
-pub const JOURNAL: &str = "bans.journal";
 
 /// One ban, as shown by `pbxguard bans list --json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,27 +67,6 @@ impl BanRecord {
     }
 }
 
-/// One journal line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Entry {
-    Add(BanRecord),
-    Del {
-        #[serde(with = "net_serde")]
-        net: IpNet,
-    },
-    Offense {
-        #[serde(with = "net_serde")]
-        net: IpNet,
-        #[serde(flatten)]
-        offense: Offense,
-    },
-    Forget {
-        #[serde(with = "net_serde")]
-        net: IpNet,
-    },
-}
-
 /// Failures of the store; each says which file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,17 +92,20 @@ pub struct Damage {
 }
 
 /// The open store: the live bans in memory, the journal on disk.
+///
+/// Memory changes only after the journal write it depends on succeeded, and compaction
+/// runs only after memory holds the whole change: what the journal says is what memory
+/// says, after every call and every failure.
 pub struct Store {
     dir: PathBuf,
-    journal: File,
+    journal: JournalFile,
     bans: BTreeMap<IpNet, BanRecord>,
     offenses: BTreeMap<IpNet, Offense>,
-    lines: usize,
     damage: Vec<Damage>,
     damaged_copy: Option<PathBuf>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -139,13 +121,11 @@ impl Store {
             .create(dir)
             .map_err(io_err(dir))?;
         let path = dir.join(JOURNAL);
-        let (bans, offenses, damage) = match fs::read(&path) {
-            Ok(bytes) => replay(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                (BTreeMap::new(), BTreeMap::new(), Vec::new())
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
+        let Replayed {
+            bans,
+            offenses,
+            damage,
+        } = journal::read(&path)?;
         let mut damaged_copy = None;
         if !damage.is_empty() {
             let since = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -157,13 +137,12 @@ impl Store {
             .into_iter()
             .filter(|(_, b)| !b.is_expired(now))
             .collect();
-        let (journal, lines) = rewrite(dir, &bans, &offenses)?;
+        let journal = journal::rewrite(dir, &bans, &offenses)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             journal,
             bans,
             offenses,
-            lines,
             damage,
             damaged_copy,
         })
@@ -199,22 +178,29 @@ impl Store {
         self.bans.is_empty()
     }
 
-    /// Records a ban (replacing any on the same network); durable when this returns.
-    pub fn add(&mut self, record: BanRecord) -> Result<(), StoreError> {
-        self.add_detected(vec![record], None)
+    /// Whether the journal on disk lags memory (a failed write could not be cut off);
+    /// the next write rewrites it whole.
+    pub fn is_stale(&self) -> bool {
+        self.journal.stale
     }
 
-    /// Records several bans, and with `now` one more offense for each, in one write and one
-    /// fsync: a burst of detections costs one disk flush, not one per ban.
-    pub fn add_detected(
+    /// Records a ban (replacing any on the same network); durable when this returns.
+    pub fn add(&mut self, record: BanRecord) -> Result<(), StoreError> {
+        self.add_many(vec![record], None)
+    }
+
+    /// Records several bans, and with `offense_at` one more offense for each, in one write
+    /// and one fsync: a burst of detections costs one disk flush, not one per ban. On error
+    /// nothing was recorded.
+    pub fn add_many(
         &mut self,
         records: Vec<BanRecord>,
-        now: Option<SystemTime>,
+        offense_at: Option<SystemTime>,
     ) -> Result<(), StoreError> {
         let mut entries = Vec::with_capacity(records.len() * 2);
         let mut offenses = Vec::new();
         for record in &records {
-            if let Some(now) = now {
+            if let Some(now) = offense_at {
                 let count = self.offenses.get(&record.net).map_or(0, |o| o.count) + 1;
                 let offense = Offense { count, last: now };
                 entries.push(Entry::Offense {
@@ -225,38 +211,80 @@ impl Store {
             }
             entries.push(Entry::Add(record.clone()));
         }
-        self.append_all(&entries)?;
+        self.write(&entries)?;
         self.offenses.extend(offenses);
         for record in records {
             self.bans.insert(record.net, record);
         }
-        Ok(())
+        self.compact_if_mostly_history()
+    }
+
+    /// Puts networks back as they were before a change the kernel refused: the previous
+    /// ban where there was one, none otherwise. One write, one fsync.
+    pub fn restore(&mut self, previous: Vec<(IpNet, Option<BanRecord>)>) -> Result<(), StoreError> {
+        let entries: Vec<Entry> = previous
+            .iter()
+            .map(|(net, old)| match old {
+                Some(record) => Entry::Add(record.clone()),
+                None => Entry::Del { net: *net },
+            })
+            .collect();
+        let written = self.write(&entries);
+        // Memory follows the kernel either way; a failed write leaves the journal stale,
+        // to be rewritten from memory before the next change.
+        if written.is_err() {
+            self.journal.stale = true;
+        }
+        for (net, old) in previous {
+            match old {
+                Some(record) => self.bans.insert(net, record),
+                None => self.bans.remove(&net),
+            };
+        }
+        written?;
+        self.compact_if_mostly_history()
     }
 
     /// Records an unban; durable when this returns. Returns the removed ban.
     pub fn remove(&mut self, net: &IpNet) -> Result<Option<BanRecord>, StoreError> {
-        if !self.bans.contains_key(net) {
-            return Ok(None);
-        }
-        self.append(&Entry::Del { net: *net })?;
-        Ok(self.bans.remove(net))
+        Ok(self.remove_many(std::slice::from_ref(net))?.pop())
     }
 
-    /// Drops bans that ended before `now`; returns them so enforcers can forget them too.
-    pub fn remove_expired(&mut self, now: SystemTime) -> Result<Vec<BanRecord>, StoreError> {
-        let expired: Vec<IpNet> = self
-            .bans
+    /// Records several unbans in one write and one fsync; returns the bans removed (nets
+    /// that were not banned are skipped). On error nothing was removed.
+    pub fn remove_many(&mut self, nets: &[IpNet]) -> Result<Vec<BanRecord>, StoreError> {
+        let present: Vec<IpNet> = nets
+            .iter()
+            .filter(|n| self.bans.contains_key(n))
+            .copied()
+            .collect();
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<Entry> = present.iter().map(|net| Entry::Del { net: *net }).collect();
+        self.write(&entries)?;
+        let removed = present
+            .iter()
+            .filter_map(|net| self.bans.remove(net))
+            .collect();
+        self.compact_if_mostly_history()?;
+        Ok(removed)
+    }
+
+    /// The bans that ended at or before `now` (still held until removed).
+    pub fn expired(&self, now: SystemTime) -> Vec<IpNet> {
+        self.bans
             .values()
             .filter(|b| b.is_expired(now))
             .map(|b| b.net)
-            .collect();
-        let mut removed = Vec::with_capacity(expired.len());
-        for net in expired {
-            if let Some(ban) = self.remove(&net)? {
-                removed.push(ban);
-            }
-        }
-        Ok(removed)
+            .collect()
+    }
+
+    /// Drops bans that ended before `now` in one write; returns them so enforcers can
+    /// forget them too.
+    pub fn remove_expired(&mut self, now: SystemTime) -> Result<Vec<BanRecord>, StoreError> {
+        let expired = self.expired(now);
+        self.remove_many(&expired)
     }
 
     /// Past offenses of `net`.
@@ -268,12 +296,13 @@ impl Store {
     pub fn record_offense(&mut self, net: IpNet, now: SystemTime) -> Result<u32, StoreError> {
         let count = self.offenses.get(&net).map_or(0, |o| o.count) + 1;
         let offense = Offense { count, last: now };
-        self.append(&Entry::Offense { net, offense })?;
+        self.write(&[Entry::Offense { net, offense }])?;
         self.offenses.insert(net, offense);
+        self.compact_if_mostly_history()?;
         Ok(count)
     }
 
-    /// Forgets offenses whose last ban was before `before`; returns how many.
+    /// Forgets offenses whose last ban was before `before`, in one write; returns how many.
     pub fn forget_offenses(&mut self, before: SystemTime) -> Result<usize, StoreError> {
         let stale: Vec<IpNet> = self
             .offenses
@@ -281,132 +310,38 @@ impl Store {
             .filter(|(_, o)| o.last < before)
             .map(|(n, _)| *n)
             .collect();
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<Entry> = stale
+            .iter()
+            .map(|net| Entry::Forget { net: *net })
+            .collect();
+        self.write(&entries)?;
         for net in &stale {
-            self.append(&Entry::Forget { net: *net })?;
             self.offenses.remove(net);
         }
+        self.compact_if_mostly_history()?;
         Ok(stale.len())
     }
 
-    fn append(&mut self, entry: &Entry) -> Result<(), StoreError> {
-        self.append_all(std::slice::from_ref(entry))
+    /// Appends, first rewriting a stale journal from memory.
+    fn write(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        if self.journal.stale {
+            self.journal = journal::rewrite(&self.dir, &self.bans, &self.offenses)?;
+        }
+        self.journal.append(entries)
     }
 
-    fn append_all(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
-        let mut buf = Vec::new();
-        for entry in entries {
-            serde_json::to_writer(&mut buf, entry).expect("ban records always serialize");
-            buf.push(b'\n');
-        }
-        let path = self.dir.join(JOURNAL);
-        self.journal.write_all(&buf).map_err(io_err(&path))?;
-        self.journal.sync_data().map_err(io_err(&path))?;
-        self.lines += entries.len();
-        // Keep replay time bounded: once the journal is mostly history, rewrite it.
-        if self.lines > 1024 && self.lines > 4 * (self.bans.len() + self.offenses.len()) {
-            let (journal, lines) = rewrite(&self.dir, &self.bans, &self.offenses)?;
-            self.journal = journal;
-            self.lines = lines;
+    /// Keeps replay time bounded: once the journal is mostly history, rewrite it from
+    /// memory (which already holds the latest change).
+    fn compact_if_mostly_history(&mut self) -> Result<(), StoreError> {
+        let live = self.bans.len() + self.offenses.len();
+        if self.journal.lines > 1024 && self.journal.lines > 4 * live {
+            self.journal = journal::rewrite(&self.dir, &self.bans, &self.offenses)?;
         }
         Ok(())
     }
-}
-
-type Replayed = (
-    BTreeMap<IpNet, BanRecord>,
-    BTreeMap<IpNet, Offense>,
-    Vec<Damage>,
-);
-
-/// Replays journal bytes; damaged lines are skipped and reported.
-fn replay(bytes: &[u8]) -> Replayed {
-    let mut bans = BTreeMap::new();
-    let mut offenses = BTreeMap::new();
-    let mut damage = Vec::new();
-    let ends_clean = bytes.last().is_none_or(|&b| b == b'\n');
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    if ends_clean {
-        lines.pop(); // the empty piece after the final newline
-    }
-    let count = lines.len();
-    for (index, line) in lines.into_iter().enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<Entry>(line) {
-            Ok(Entry::Add(record)) => {
-                bans.insert(record.net, record);
-            }
-            Ok(Entry::Del { net }) => {
-                bans.remove(&net);
-            }
-            Ok(Entry::Offense { net, offense }) => {
-                offenses.insert(net, offense);
-            }
-            Ok(Entry::Forget { net }) => {
-                offenses.remove(&net);
-            }
-            Err(e) => {
-                let truncated = index + 1 == count && !ends_clean;
-                damage.push(Damage {
-                    line: index + 1,
-                    problem: if truncated {
-                        format!("truncated last entry (the write was interrupted): {e}")
-                    } else {
-                        format!("unreadable entry: {e}")
-                    },
-                });
-            }
-        }
-    }
-    (bans, offenses, damage)
-}
-
-/// Atomically replaces the journal with one `add` line per ban; returns it open for append.
-fn rewrite(
-    dir: &Path,
-    bans: &BTreeMap<IpNet, BanRecord>,
-    offenses: &BTreeMap<IpNet, Offense>,
-) -> Result<(File, usize), StoreError> {
-    let path = dir.join(JOURNAL);
-    let tmp = dir.join(format!("{JOURNAL}.tmp"));
-    let mut buf = Vec::new();
-    for record in bans.values() {
-        serde_json::to_writer(&mut buf, &Entry::Add(record.clone()))
-            .expect("ban records always serialize");
-        buf.push(b'\n');
-    }
-    for (net, offense) in offenses {
-        serde_json::to_writer(
-            &mut buf,
-            &Entry::Offense {
-                net: *net,
-                offense: *offense,
-            },
-        )
-        .expect("offenses always serialize");
-        buf.push(b'\n');
-    }
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        file.write_all(&buf).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    let journal = OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    Ok((journal, bans.len() + offenses.len()))
 }
 
 #[cfg(test)]

@@ -3,18 +3,24 @@
 //! pbxguard owns exactly one table, `inet pbxguard`, and touches nothing else. Its chain
 //! hooks prerouting at raw priority (before conntrack), on the configured interfaces only:
 //! allowlist first, then bans. Ban sets carry per-element timeouts, so bans end on time
-//! without the daemon. Every change is one atomic `nft -j -f -` batch.
+//! without the daemon; nested bans are cut into disjoint ranges ([`bans`]). Every change is
+//! one atomic `nft -j -f -` batch.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, SystemTime},
-};
+mod bans;
+pub mod run;
+
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use pbxguard_common::Reason;
 use serde_json::{Value, json};
 
-use super::{EnforceError, Enforcer, InterfaceStatus, ReasonStats};
+pub use self::bans::{Held, parse_held};
+use self::run::{apply, list};
+use super::{
+    Counters, EnforceError, Enforcer, InterfaceStatus, ReasonStats,
+    overlap::{BanTable, Expiry},
+};
 use crate::config::Config;
 
 /// The table pbxguard owns.
@@ -37,40 +43,16 @@ const COUNTERS: [(Reason, &str); 6] = [
 /// Enforces with nftables.
 pub struct NftEnforcer {
     interfaces: Vec<String>,
-    /// Ban elements we put in the sets (so a replacement deletes before it adds).
-    present: HashSet<IpNet>,
+    /// The bans with their own expiries.
+    table: BanTable,
+    /// What the ban sets hold (so a change is a diff).
+    held: Held,
+    /// Size of each ban set (`[ban] max_entries`).
+    capacity: u32,
     /// Trusted-only port rules in force (their sets are `trust<i>_4` / `trust<i>_6`).
     protect: Vec<super::perimeter::ProtectRule>,
     /// SIP ports and flood settings in force (per-source meters `flood4_*` / `flood6_*`).
     flood: Option<(Vec<pbxguard_common::PortKey>, pbxguard_common::Settings)>,
-}
-
-fn nft_error(e: impl std::fmt::Display) -> EnforceError {
-    EnforceError::Nft(e.to_string())
-}
-
-/// Runs one atomic batch.
-fn apply(commands: Vec<Value>) -> Result<(), EnforceError> {
-    if commands.is_empty() {
-        return Ok(());
-    }
-    let payload = json!({ "nftables": commands }).to_string();
-    tracing::trace!(%payload, "nft batch");
-    nftables::helper::apply_ruleset_raw(
-        &payload,
-        nftables::helper::DEFAULT_NFT,
-        nftables::helper::DEFAULT_ARGS,
-    )
-    .map(drop)
-    .map_err(nft_error)
-}
-
-/// `nft -j list ...` as JSON objects.
-fn list(args: &[&str]) -> Result<Vec<Value>, EnforceError> {
-    let raw = nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, args)
-        .map_err(nft_error)?;
-    let value: Value = serde_json::from_str(&raw).map_err(nft_error)?;
-    Ok(value["nftables"].as_array().cloned().unwrap_or_default())
 }
 
 /// Whether our table exists.
@@ -145,32 +127,6 @@ fn fill_set(name: &str, nets: &[IpNet], family: &str) -> Vec<Value> {
     commands
 }
 
-/// Parses an element back from `nft -j list` output.
-fn parse_element(value: &Value) -> Option<IpNet> {
-    match value {
-        Value::String(addr) => addr.parse::<std::net::IpAddr>().ok().map(IpNet::from),
-        Value::Object(map) => {
-            if let Some(prefix) = map.get("prefix") {
-                let addr: std::net::IpAddr = prefix["addr"].as_str()?.parse().ok()?;
-                IpNet::new(addr, prefix["len"].as_u64()? as u8).ok()
-            } else {
-                parse_element(&map.get("elem")?["val"])
-            }
-        }
-        _ => None,
-    }
-}
-
-fn timeout(expires: Option<SystemTime>) -> Option<u64> {
-    expires.map(|t| {
-        let left = t
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        // Whole seconds, rounded up: a ban never ends early.
-        (left.as_millis().div_ceil(1000) as u64).max(1)
-    })
-}
-
 impl NftEnforcer {
     /// Creates (or refreshes) the table, sets, counters and chain in one batch, keeping the
     /// set contents, and learns which bans it already holds.
@@ -187,6 +143,7 @@ impl NftEnforcer {
             let mut set = json!({"family": FAMILY, "table": TABLE, "name": name, "type": kind});
             if timeout {
                 set["flags"] = json!(["interval", "timeout"]);
+                set["size"] = json!(config.ban.max_entries);
             } else {
                 set["flags"] = json!(["interval"]);
                 set["auto-merge"] = json!(true);
@@ -207,19 +164,16 @@ impl NftEnforcer {
         hooked["policy"] = json!("accept");
         commands.push(json!({"add": {"chain": hooked}}));
         apply(commands)?;
-        let mut enforcer = NftEnforcer {
+        let enforcer = NftEnforcer {
             interfaces,
-            present: HashSet::new(),
+            table: BanTable::default(),
+            held: bans::read_held()?,
+            capacity: config.ban.max_entries,
             protect: Vec::new(),
             flood: None,
         };
         apply(enforcer.chain_rules())?;
-        enforcer.present = enforcer
-            .set_elements("ban4")?
-            .into_iter()
-            .chain(enforcer.set_elements("ban6")?)
-            .collect();
-        tracing::info!(table = "inet pbxguard", interfaces = ?enforcer.interfaces, bans = enforcer.present.len(), "nftables rules in place");
+        tracing::info!(table = "inet pbxguard", interfaces = ?enforcer.interfaces, elements = enforcer.held.len(), "nftables rules in place");
         Ok(enforcer)
     }
 
@@ -280,43 +234,57 @@ impl NftEnforcer {
         commands
     }
 
-    fn set_elements(&self, set: &str) -> Result<Vec<IpNet>, EnforceError> {
-        let objects = list(&["list", "set", FAMILY, TABLE, set])?;
-        Ok(objects
-            .iter()
-            .filter_map(|o| o["set"]["elem"].as_array())
-            .flatten()
-            .filter_map(parse_element)
-            .collect())
+    /// Makes the ban sets match the table; when nft refuses because an element it was to
+    /// delete already timed out, re-reads the sets and tries once more.
+    fn sync_bans(&mut self) -> Result<(), EnforceError> {
+        match bans::sync(&self.table, &mut self.held) {
+            Err(e) if run::is_missing_element(&e) => {
+                self.held = bans::read_held()?;
+                bans::sync(&self.table, &mut self.held)
+            }
+            other => other,
+        }
     }
 
-    /// Commands for a group of bans: one delete (for replacements, so the new expiry wins)
-    /// and one add per set, however many elements.
-    fn ban_commands(&self, bans: &[(IpNet, Option<SystemTime>)]) -> Vec<Value> {
-        let mut commands = Vec::new();
-        for kind in ["ban4", "ban6"] {
-            let ours = || {
-                bans.iter()
-                    .filter(move |(net, _)| set_name(net, "ban") == kind)
+    /// Tries `bans` as one change; on refusal, halves until each refused ban is known.
+    fn ban_bisect(&mut self, bans: &[(IpNet, Expiry)]) -> Vec<Result<(), EnforceError>> {
+        let old: Vec<Option<Expiry>> = bans
+            .iter()
+            .map(|(net, expires)| self.table.insert(*net, *expires))
+            .collect();
+        let error = match self.sync_bans() {
+            Ok(()) => return bans.iter().map(|_| Ok(())).collect(),
+            Err(e) => e,
+        };
+        for ((net, _), old) in bans.iter().zip(old).rev() {
+            match old {
+                Some(old) => self.table.insert(*net, old),
+                None => self.table.remove(net),
             };
-            let replaced: Vec<Value> = ours()
-                .filter(|(net, _)| self.present.contains(net))
-                .map(|(net, _)| element_value(net))
-                .collect();
-            if !replaced.is_empty() {
-                commands.push(json!({"delete": {"element": element(kind, replaced)}}));
-            }
-            let added: Vec<Value> = ours()
-                .map(|(net, expires)| match timeout(*expires) {
-                    Some(secs) => json!({"elem": {"val": element_value(net), "timeout": secs}}),
-                    None => element_value(net),
-                })
-                .collect();
-            if !added.is_empty() {
-                commands.push(json!({"add": {"element": element(kind, added)}}));
-            }
         }
-        commands
+        if bans.len() == 1 {
+            let error = if run::is_full(&error) {
+                EnforceError::Full {
+                    map: if bans[0].0.addr().is_ipv4() {
+                        "nftables ban4"
+                    } else {
+                        "nftables ban6"
+                    },
+                    capacity: self.capacity,
+                }
+            } else {
+                error
+            };
+            // Bring the sets back in line with the table before answering.
+            if let Err(e) = self.sync_bans() {
+                tracing::error!(error = %e, "nftables ban sets could not be restored");
+            }
+            return vec![Err(error)];
+        }
+        let (first, second) = bans.split_at(bans.len() / 2);
+        let mut results = self.ban_bisect(first);
+        results.extend(self.ban_bisect(second));
+        results
     }
 }
 
@@ -354,67 +322,29 @@ impl Enforcer for NftEnforcer {
         apply(commands)
     }
 
-    fn ban(&mut self, net: IpNet, expires: Option<SystemTime>) -> Result<(), EnforceError> {
-        apply(self.ban_commands(&[(net, expires)]))?;
-        self.present.insert(net);
-        Ok(())
+    fn ban_many(&mut self, bans: &[(IpNet, Expiry)]) -> Vec<Result<(), EnforceError>> {
+        if bans.is_empty() {
+            return Vec::new();
+        }
+        self.ban_bisect(bans)
     }
 
-    fn unban(&mut self, net: IpNet) -> Result<(), EnforceError> {
-        self.unban_many(&[net])
-    }
-
-    fn ban_many(&mut self, bans: &[(IpNet, Option<SystemTime>)]) -> Result<(), EnforceError> {
-        for chunk in bans.chunks(BATCH) {
-            match apply(self.ban_commands(chunk)) {
-                Ok(()) => self.present.extend(chunk.iter().map(|(net, _)| *net)),
-                Err(batch_error) => {
-                    // One bad element (e.g. a ban nested in another: nft interval sets refuse
-                    // overlaps) must not cost the others: apply them one by one.
-                    tracing::warn!(error = %batch_error, "nft batch refused; applying its bans one by one");
-                    for (net, expires) in chunk {
-                        if let Err(e) = self.ban(*net, *expires) {
-                            tracing::error!(net = %net, error = %e, "nftables refused this ban");
-                        }
+    fn unban_many(&mut self, nets: &[IpNet]) -> Vec<Result<(), EnforceError>> {
+        let old: Vec<Option<Expiry>> = nets.iter().map(|n| self.table.remove(n)).collect();
+        match self.sync_bans() {
+            Ok(()) => nets.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                for (net, old) in nets.iter().zip(old).rev() {
+                    if let Some(old) = old {
+                        self.table.insert(*net, old);
                     }
                 }
+                let message = e.to_string();
+                nets.iter()
+                    .map(|_| Err(EnforceError::Nft(message.clone())))
+                    .collect()
             }
         }
-        Ok(())
-    }
-
-    fn unban_many(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
-        let known: Vec<IpNet> = nets
-            .iter()
-            .copied()
-            .filter(|n| self.present.contains(n))
-            .collect();
-        for chunk in known.chunks(BATCH) {
-            let mut commands = Vec::new();
-            for kind in ["ban4", "ban6"] {
-                let elems: Vec<Value> = chunk
-                    .iter()
-                    .filter(|n| set_name(n, "ban") == kind)
-                    .map(element_value)
-                    .collect();
-                if !elems.is_empty() {
-                    commands.push(json!({"delete": {"element": element(kind, elems)}}));
-                }
-            }
-            if let Err(e) = apply(commands) {
-                // An element that already timed out is gone: delete the rest one by one.
-                tracing::debug!(error = %e, "nft unban batch refused; retrying one by one");
-                for net in chunk {
-                    let _ = apply(vec![
-                        json!({"delete": {"element": element(&set_name(net, "ban"), vec![element_value(net)])}}),
-                    ]);
-                }
-            }
-            for net in chunk {
-                self.present.remove(net);
-            }
-        }
-        Ok(())
     }
 
     fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
@@ -466,14 +396,29 @@ impl Enforcer for NftEnforcer {
     }
 
     fn banned(&self) -> Result<Vec<IpNet>, EnforceError> {
-        Ok(self
-            .set_elements("ban4")?
-            .into_iter()
-            .chain(self.set_elements("ban6")?)
-            .collect())
+        Ok(self.table.iter().map(|(net, _)| net).collect())
     }
 
-    fn stats(&self) -> Result<Vec<ReasonStats>, EnforceError> {
+    fn counters(&self) -> Arc<dyn Counters> {
+        Arc::new(NftCounters)
+    }
+
+    fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
+        if detach {
+            tracing::info!("removing table inet pbxguard");
+            remove_table()?;
+        } else {
+            tracing::info!("exiting; table inet pbxguard stays and bans stay enforced");
+        }
+        Ok(())
+    }
+}
+
+/// The named counters, read with `nft list counters`.
+struct NftCounters;
+
+impl Counters for NftCounters {
+    fn read(&self) -> Result<Vec<ReasonStats>, EnforceError> {
         let objects = list(&["list", "counters", "table", FAMILY, TABLE])?;
         let counter = |name: &str| {
             objects
@@ -499,44 +444,5 @@ impl Enforcer for NftEnforcer {
                 ReasonStats::new(*reason, packets, bytes)
             })
             .collect())
-    }
-
-    fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {
-        if detach {
-            tracing::info!("removing table inet pbxguard");
-            remove_table()?;
-        } else {
-            tracing::info!("exiting; table inet pbxguard stays and bans stay enforced");
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::units::parse_net;
-
-    #[test]
-    fn elements_round_trip_through_nft_json() {
-        for text in [
-            "198.51.100.7",
-            "198.51.100.0/24",
-            "2001:db8::1",
-            "2001:db8::/48",
-        ] {
-            let net = parse_net(text).unwrap();
-            assert_eq!(parse_element(&element_value(&net)), Some(net));
-            let timed = json!({"elem": {"val": element_value(&net), "timeout": 60, "expires": 59}});
-            assert_eq!(parse_element(&timed), Some(net));
-        }
-    }
-
-    #[test]
-    fn timeouts_round_up_and_permanent_has_none() {
-        assert_eq!(timeout(None), None);
-        assert_eq!(timeout(Some(SystemTime::UNIX_EPOCH)), Some(1));
-        let t = timeout(Some(SystemTime::now() + Duration::from_millis(90_500))).unwrap();
-        assert!((90..=91).contains(&t), "{t}");
     }
 }
