@@ -1,8 +1,10 @@
 //! The pbxguard XDP program: drops packets from banned sources before the kernel's network
 //! stack (or the PBX) sees them.
 //!
-//! Verdict order (see DESIGN.md): unparseable -> PASS; allowlisted -> PASS; banned and not
-//! expired -> DROP; else PASS. Every verdict bumps a per-CPU counter for its reason.
+//! Verdict order (ARCHITECTURE.md, "The XDP program's verdict order"): unparseable -> PASS;
+//! allowlisted -> PASS; banned and not expired -> DROP; geo-blocked -> DROP; protected port
+//! from an untrusted source -> DROP; SIP flood over the limit -> DROP; SIP scanner
+//! User-Agent -> DROP; else PASS. Every verdict bumps a per-CPU counter for its reason.
 #![no_std]
 #![no_main]
 

@@ -193,6 +193,34 @@ impl Lab {
         Lab { outside, inside }
     }
 
+    /// Gives the outside namespace one more IPv4 address to send from (e.g. a second host
+    /// inside a banned network), with a static neighbour entry on the PBX side.
+    pub fn add_outside_address(&self, addr: Ipv4Addr) {
+        ip(&[
+            "-n",
+            &self.outside.name,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "wan0",
+        ]);
+        let out_mac = mac(&self.outside, "wan0");
+        ip(&[
+            "-n",
+            &self.inside.name,
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &out_mac,
+            "dev",
+            INSIDE_IF,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// A UDP socket bound on the PBX side.
     pub fn listen(&self, addr: IpAddr, port: u16) -> UdpSocket {
         self.inside.enter(move || {

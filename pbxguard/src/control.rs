@@ -22,8 +22,9 @@ use crate::{
     units::{BanDuration, parse_net},
 };
 
-/// Longest request line accepted; requests are tiny, anything bigger is hostile or broken.
-const MAX_REQUEST: u64 = 64 * 1024;
+/// Longest request line accepted: room for a bulk `bans add --from-file` of a few hundred
+/// thousand networks; the socket is root-only.
+const MAX_REQUEST: u64 = 32 * 1024 * 1024;
 
 /// What the CLI asks for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -315,6 +315,10 @@ fn unmount(path: &Path) {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Every daemon test ends with the ledger invariant checked.
+        if !std::thread::panicking() && self.running() {
+            self.check_ledger();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -388,4 +392,147 @@ pub fn write_mmdb(path: &Path, networks: &[(&str, &str)]) {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Networks whose ban ends within this margin of a check are left out of it: the sweep
+/// (every second) and nftables' own timeouts may be mid-way.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(3);
+
+impl Daemon {
+    /// The ledger invariant: journal == kernel (XDP maps or nft sets) == `bans list`.
+    /// Retries briefly while an expiry sweep may be in flight; panics with the difference.
+    pub fn check_ledger(&self) {
+        let mut last = String::new();
+        for _ in 0..20 {
+            match self.ledger_difference() {
+                None => return,
+                Some(difference) => last = difference,
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("ledger invariant broken: {last}\n{}", self.log_text());
+    }
+
+    /// What differs between journal, kernel and `bans list`, if anything.
+    pub fn ledger_difference(&self) -> Option<String> {
+        use std::collections::BTreeSet;
+
+        use pbxguard::enforce::overlap::{BanTable, Range};
+        let now = std::time::SystemTime::now();
+        let settled = |expires: Option<std::time::SystemTime>| {
+            expires.is_none_or(|t| t > now + EXPIRY_MARGIN)
+        };
+        let replayed = pbxguard::store::journal::read(&self.journal()).unwrap();
+        let journal: Vec<_> = replayed
+            .bans
+            .values()
+            .filter(|b| !b.is_expired(now))
+            .collect();
+        let unsettled: BTreeSet<ipnet::IpNet> = journal
+            .iter()
+            .filter(|b| !settled(b.expires))
+            .map(|b| b.net)
+            .collect();
+        let journal_nets: BTreeSet<ipnet::IpNet> = journal
+            .iter()
+            .map(|b| b.net)
+            .filter(|n| !unsettled.contains(n))
+            .collect();
+        let listed: BTreeSet<ipnet::IpNet> = self
+            .json(&["bans", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| pbxguard::units::parse_net(b["net"].as_str().unwrap()).unwrap())
+            .filter(|n| !unsettled.contains(n))
+            .filter(|n| {
+                // Listed but already ended: the sweep has not run yet.
+                replayed.bans.get(n).is_none_or(|b| !b.is_expired(now))
+            })
+            .collect();
+        if listed != journal_nets {
+            return Some(format!(
+                "bans list vs journal: list only {:?}, journal only {:?}",
+                listed.difference(&journal_nets).collect::<Vec<_>>(),
+                journal_nets.difference(&listed).collect::<Vec<_>>()
+            ));
+        }
+        let backend = self.json(&["status"])["backend"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if backend == "xdp" {
+            let kernel: BTreeSet<ipnet::IpNet> =
+                pbxguard::enforce::program::pinned_bans(&self.bpffs)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| !unsettled.contains(n))
+                    .filter(|n| replayed.bans.get(n).is_none_or(|b| !b.is_expired(now)))
+                    .collect();
+            if kernel != journal_nets {
+                return Some(format!(
+                    "XDP maps vs journal: maps only {:?}, journal only {:?}",
+                    kernel.difference(&journal_nets).collect::<Vec<_>>(),
+                    journal_nets.difference(&kernel).collect::<Vec<_>>()
+                ));
+            }
+        } else if unsettled.is_empty() {
+            // nft holds disjoint ranges; they must be exactly what the journal's bans give.
+            let mut table = BanTable::default();
+            for b in &journal {
+                table.insert(b.net, b.expires);
+            }
+            let want: BTreeSet<Range> = table.ranges().into_keys().collect();
+            let mut held = BTreeSet::new();
+            for set in ["ban4", "ban6"] {
+                let out = Command::new("nsenter")
+                    .arg(format!("--net={}", self.netns.display()))
+                    .args(["nft", "-j", "list", "set", "inet", "pbxguard", set])
+                    .output()
+                    .unwrap();
+                let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                for elem in value["nftables"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|o| o["set"]["elem"].as_array())
+                    .flatten()
+                {
+                    held.insert(pbxguard::enforce::nft::parse_held(elem).unwrap().0);
+                }
+            }
+            if held != want {
+                return Some(format!(
+                    "nft sets vs journal: sets only {:?}, journal only {:?}",
+                    held.difference(&want).collect::<Vec<_>>(),
+                    want.difference(&held).collect::<Vec<_>>()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Whether the daemon process is still running (it may have exited on its own).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Waits for the daemon to exit on its own; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

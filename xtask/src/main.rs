@@ -87,7 +87,15 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup::run()?;
             lint()?;
-            cargo(&["test", "--workspace", "--exclude", "pbxguard-ebpf"])?;
+            // Fault injection points on: the ledger's fault tests need them.
+            cargo(&[
+                "test",
+                "--workspace",
+                "--exclude",
+                "pbxguard-ebpf",
+                "--features",
+                "pbxguard/failpoints",
+            ])?;
             build()?;
             deb::check()
         }
@@ -185,6 +193,8 @@ fn lint() -> anyhow::Result<()> {
         "--exclude",
         "pbxguard-ebpf",
         "--all-targets",
+        "--features",
+        "pbxguard/failpoints",
         "--",
         "-D",
         "warnings",

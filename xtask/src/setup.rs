@@ -19,7 +19,7 @@ const APT_PACKAGES: &[&str] = &[
     "libmaxmind-db-writer-perl",
     "sip-tester",
 ];
-/// The bpf-linker release verified against the pinned nightly (DESIGN.md).
+/// The bpf-linker release verified against the pinned nightly (ARCHITECTURE.md, "Crate layout").
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Runs every step.

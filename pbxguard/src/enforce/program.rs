@@ -339,10 +339,14 @@ impl XdpProgram {
     }
 
     /// Rewrites the entries inside `net`: their effective expiry may have changed with it.
+    /// These are updates of existing keys; one that fails leaves that entry's old expiry
+    /// (logged), never a ban half-made or half-lifted.
     fn refresh_nested(&mut self, net: &IpNet) -> Result<(), EnforceError> {
         for inner in self.table.nested(net) {
             let effective = self.table.effective(&inner).expect("in the table");
-            self.bans.insert(inner, ban_entry(effective))?;
+            if let Err(e) = self.bans.insert(inner, ban_entry(effective)) {
+                tracing::error!(net = %inner, error = %e, "updating a nested ban's expiry failed");
+            }
         }
         Ok(())
     }
@@ -370,6 +374,22 @@ impl super::Counters for CounterMap {
         }
         Ok(out)
     }
+}
+
+/// The bans in the maps pinned under `dir`, read without loading the program: how the
+/// ledger checks (tests, `pbxguard` tooling) see what the kernel enforces.
+pub fn pinned_bans(dir: &Path) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
+    let open = |name: &str| -> Result<aya::maps::Map, EnforceError> {
+        let data = MapData::from_pin(map_pin_path(dir, name))?;
+        Ok(aya::maps::Map::LpmTrie(data))
+    };
+    let tries = Tries::<BanEntry> {
+        v4: LpmTrie::try_from(open(maps::BAN_V4)?)?,
+        v6: LpmTrie::try_from(open(maps::BAN_V6)?)?,
+        names: [maps::BAN_V4, maps::BAN_V6],
+        capacity: 0,
+    };
+    tries.entries()
 }
 
 /// A pinned ban map keeps the size it was created with; say so when the config differs.

@@ -217,9 +217,18 @@ impl Engine {
                 expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
             self.alert_ban("ban", record);
         }
+        let banned = applied.banned.len();
+        let refused = applied.refused.len();
         if let Some((record, e)) = applied.refused.into_iter().next() {
+            self.not_enforced += refused as u64;
             tracing::error!(net = %record.net, error = %e, "ban refused by the kernel; nothing recorded");
-            return Err(LedgerError::Enforce(e).into());
+            if banned == 0 && refused == 1 {
+                return Err(LedgerError::Enforce(e).into());
+            }
+            return Err(EngineError::Invalid(format!(
+                "{banned} banned, {refused} refused by the kernel (first: {}: {e})",
+                record.net
+            )));
         }
         Ok(applied.banned)
     }
@@ -280,7 +289,7 @@ impl Engine {
 
     /// Handles a burst of failures: every ban they cause is journaled with one fsync and
     /// applied to the backend in one batch. `Err` (journal unwritable) means none of the
-    /// bans was made; the failures stay counted.
+    /// bans was made; their sources start counting again from zero.
     pub fn on_failures(
         &mut self,
         events: &[Event],

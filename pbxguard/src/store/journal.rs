@@ -135,10 +135,6 @@ impl JournalFile {
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
         let path = self.path();
         let buf = encode(entries);
-        fail::fail_point!("journal-append", |_| Err(StoreError::Io {
-            path: path.clone(),
-            source: io::Error::from_raw_os_error(libc::ENOSPC),
-        }));
         let written = self
             .file
             .write_all(&buf)

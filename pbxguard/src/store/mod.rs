@@ -334,11 +334,19 @@ impl Store {
     }
 
     /// Keeps replay time bounded: once the journal is mostly history, rewrite it from
-    /// memory (which already holds the latest change).
+    /// memory (which already holds the latest change). The change itself is already
+    /// durable, so a failed rewrite is not the caller's failure: the journal is marked
+    /// stale and rewritten before the next append.
     fn compact_if_mostly_history(&mut self) -> Result<(), StoreError> {
         let live = self.bans.len() + self.offenses.len();
         if self.journal.lines > 1024 && self.journal.lines > 4 * live {
-            self.journal = journal::rewrite(&self.dir, &self.bans, &self.offenses)?;
+            match journal::rewrite(&self.dir, &self.bans, &self.offenses) {
+                Ok(file) => self.journal = file,
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting the ban journal failed; retrying before the next write");
+                    self.journal.stale = true;
+                }
+            }
         }
         Ok(())
     }

@@ -339,7 +339,10 @@ impl Enforcer for NftEnforcer {
                         self.table.insert(*net, old);
                     }
                 }
-                let message = e.to_string();
+                let message = match &e {
+                    EnforceError::Nft(m) => m.clone(),
+                    other => other.to_string(),
+                };
                 nets.iter()
                     .map(|_| Err(EnforceError::Nft(message.clone())))
                     .collect()

@@ -84,5 +84,5 @@ pub fn is_full(e: &EnforceError) -> bool {
 
 /// Whether nft refused because an element to delete was already gone (timed out).
 pub fn is_missing_element(e: &EnforceError) -> bool {
-    matches!(e, EnforceError::Nft(m) if m.contains("No such file or directory"))
+    matches!(e, EnforceError::Nft(m) if m.contains("does not exist") || m.contains("No such file or directory"))
 }
