@@ -1,6 +1,7 @@
 //! The daemon end to end, in network namespaces this test creates: real XDP on a veth,
 //! real UDP packets, the real CLI. Needs root.
 
+#[macro_use]
 mod testenv;
 
 use std::{
@@ -380,24 +381,6 @@ fn journal_unit_failures_ban_and_resume_after_restart(backend: &str) {
         "nothing read twice"
     );
     assert_eq!(v4(&lab), [0, N]);
-}
-
-/// Every test above runs once per backend: the same body, the same assertions.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod xdp {
-            $(#[test]
-            fn $name() {
-                super::$name("xdp")
-            })*
-        }
-        mod nft {
-            $(#[test]
-            fn $name() {
-                super::$name("nft")
-            })*
-        }
-    };
 }
 
 both_backends!(

@@ -4,6 +4,7 @@
 //! worker. Every test ends with journal == kernel == `bans list` (checked by the fixture).
 //! Needs root.
 
+#[macro_use]
 mod testenv;
 
 use std::{
@@ -401,24 +402,6 @@ fn a_crash_between_journal_and_kernel_is_reconciled_on_start(backend: &str) {
     assert!(bans.contains("10.90.0.1/32") && bans.contains(&format!("{ATTACKER}/32")));
     assert!(!arrives(&lab, ATTACKER));
     daemon.check_ledger();
-}
-
-/// Every test above that takes a backend runs once per backend.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod xdp {
-            $(#[test]
-            fn $name() {
-                super::$name("xdp")
-            })*
-        }
-        mod nft {
-            $(#[test]
-            fn $name() {
-                super::$name("nft")
-            })*
-        }
-    };
 }
 
 both_backends!(

@@ -95,6 +95,23 @@ pub const ATTACKER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x66)
 /// IPv6 phone.
 pub const PHONE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x20);
 
+/// A permanent neighbour entry: no ARP/ND race decides whether the first datagrams arrive.
+fn static_neighbour(ns: &Netns, dev: &str, addr: &str, lladdr: &str) {
+    ip(&[
+        "-n",
+        &ns.name,
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        lladdr,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ]);
+}
+
 impl Lab {
     /// Creates both namespaces and the veth pair with addresses.
     #[allow(clippy::new_without_default)] // creating namespaces is not a default value
@@ -176,19 +193,7 @@ impl Lab {
             ATTACKER6.to_string(),
             PHONE6.to_string(),
         ] {
-            ip(&[
-                "-n",
-                &inside.name,
-                "neigh",
-                "replace",
-                &addr,
-                "lladdr",
-                &out_mac,
-                "dev",
-                INSIDE_IF,
-                "nud",
-                "permanent",
-            ]);
+            static_neighbour(&inside, INSIDE_IF, &addr, &out_mac);
         }
         Lab { outside, inside }
     }
@@ -206,19 +211,7 @@ impl Lab {
             "wan0",
         ]);
         let out_mac = mac(&self.outside, "wan0");
-        ip(&[
-            "-n",
-            &self.inside.name,
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            &out_mac,
-            "dev",
-            INSIDE_IF,
-            "nud",
-            "permanent",
-        ]);
+        static_neighbour(&self.inside, INSIDE_IF, &addr.to_string(), &out_mac);
     }
 
     /// A UDP socket bound on the PBX side.

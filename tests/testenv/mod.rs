@@ -14,6 +14,26 @@ use std::{
 
 pub use pbxguard_lab::*;
 
+/// Runs each named test body (a `fn(backend: &str)`) once per backend, as `xdp::NAME`
+/// and `nft::NAME`: the same body, the same assertions.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod xdp {
+            $(#[test]
+            fn $name() {
+                super::$name("xdp")
+            })*
+        }
+        mod nft {
+            $(#[test]
+            fn $name() {
+                super::$name("nft")
+            })*
+        }
+    };
+}
+
 /// Datagrams each source sends in a delivery check.
 pub const N: usize = 20;
 

@@ -178,11 +178,18 @@ pub fn main(cli: Cli) -> Exit {
                 }
             }
         }
+        // The same validation a start or reload runs, geo database walk included.
         Command::CheckConfig => match Config::load(&cli.config) {
-            Ok(_) => {
-                println!("{}: OK", cli.config.display());
-                Exit::Success
-            }
+            Ok(config) => match crate::engine::geo_networks(&config) {
+                Ok(_) => {
+                    println!("{}: OK", cli.config.display());
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", cli.config.display());
+                    Exit::BadConfig
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 Exit::BadConfig

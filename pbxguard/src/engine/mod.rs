@@ -22,6 +22,7 @@ use ipnet::IpNet;
 
 pub use self::{
     policy::{Effective, Outcome, escalate},
+    reload::geo_networks,
     status::{Snapshot, SourceStatus, Status},
 };
 use crate::{

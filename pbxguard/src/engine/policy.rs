@@ -125,3 +125,47 @@ pub fn longest_findtime(c: &Config) -> Duration {
         .max()
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!("[enforce]\ninterfaces = [\"eth0\"]\n{extra}"),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn escalation_multiplies_caps_and_turns_permanent() {
+        let c = config(
+            "[policy]\nbantime = \"10m\"\nbantime_factor = 2.0\nbantime_max = \"30m\"\npermanent_after = 4\n",
+        );
+        let base = c.policy.bantime;
+        let mins = |d: BanDuration| match d {
+            BanDuration::For(d) => d.as_secs() / 60,
+            BanDuration::Permanent => u64::MAX,
+        };
+        assert_eq!(mins(escalate(base, 1, &c.policy)), 10);
+        assert_eq!(mins(escalate(base, 2, &c.policy)), 20);
+        assert_eq!(mins(escalate(base, 3, &c.policy)), 30);
+        assert_eq!(escalate(base, 4, &c.policy), BanDuration::Permanent);
+        // A huge offense count saturates instead of overflowing.
+        assert_eq!(
+            escalate(base, u32::MAX - 1, &c.policy),
+            BanDuration::Permanent
+        );
+    }
+
+    #[test]
+    fn program_detections_ban_at_once_unless_overridden() {
+        let c = config("[policy]\nmaxretry = 5\n\n[policy.filter.sip-flood]\nmaxretry = 3\n");
+        assert_eq!(thresholds(&c, "asterisk", 0, false).maxretry, 5);
+        assert_eq!(thresholds(&c, "sip-scanner", 0, false).maxretry, 1);
+        assert_eq!(thresholds(&c, "sip-flood", 0, false).maxretry, 3);
+    }
+}

@@ -14,10 +14,8 @@ use crate::{
 };
 
 /// The geo networks `config` asks for and the database stamp they came from; an error
-/// names the database and what to do.
-pub(super) fn geo_networks(
-    config: &Config,
-) -> Result<(Vec<IpNet>, Option<crate::geo::Stamp>), String> {
+/// names the database and what to do. `check-config`, start and reload all use it.
+pub fn geo_networks(config: &Config) -> Result<(Vec<IpNet>, Option<crate::geo::Stamp>), String> {
     let stamp = crate::geo::stamp(&config.geo);
     let nets = crate::geo::blocked_networks(&config.geo).map_err(|e| e.to_string())?;
     for (family, count) in [
