@@ -91,6 +91,11 @@ fn burst_of_2000_is_restored_in_full_after_sigterm(backend: &str) {
     burst(&log, 2000);
     wait_for_count(&daemon, 2000);
     daemon.check_ledger();
+    // The follower that read the burst shows as alive, with its last read time.
+    let source = &daemon.json(&["status"])["sources"][0];
+    assert_eq!(source["alive"], true, "{source}");
+    assert!(source["last_read"].is_string(), "{source}");
+    assert_eq!(source["lines"], 6000);
     let before = listed(&daemon);
     daemon.terminate();
     let journal = pbxguard::store::journal::read(&daemon.journal()).unwrap();
@@ -282,6 +287,47 @@ fn fifty_thousand_simultaneous_expiries_keep_status_answering() {
             .is_empty()
     );
     daemon.check_ledger();
+}
+
+/// The host's addresses are cached and refreshed on netlink address changes: an address
+/// added while the daemon runs is protected at once, and one removed is no longer.
+#[test]
+fn an_address_added_to_the_host_is_protected_at_once() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(&lab, "xdp", "");
+    let new = "10.77.0.99";
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["-n", &lab.inside.name])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    ip(&["addr", "add", &format!("{new}/24"), "dev", INSIDE_IF]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let addresses = daemon.json(&["status"])["host_addresses"].to_string();
+        if addresses.contains(new) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{addresses}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = daemon.cli(&["bans", "add", new]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("an address of this host"), "{err}");
+    ip(&["addr", "del", &format!("{new}/24"), "dev", INSIDE_IF]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.json(&["status"])["host_addresses"]
+        .to_string()
+        .contains(new)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.cli_ok(&["bans", "add", new]);
 }
 
 #[test]

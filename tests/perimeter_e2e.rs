@@ -288,3 +288,37 @@ fn rules_change_on_reload_without_reloading_the_program_or_losing_bans() {
         "bans kept"
     );
 }
+
+/// Sends one SIP OPTIONS with `user_agent` from the attacker to the PBX's SIP port.
+fn send_sip_options(lab: &Lab, user_agent: &str) {
+    let payload = format!(
+        "OPTIONS sip:100@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {ATTACKER}:5070;branch=z9hG4bK-1\r\n\
+         From: <sip:100@{ATTACKER}>;tag=1\r\nTo: <sip:100@{PBX}>\r\nCall-ID: 1@{ATTACKER}\r\n\
+         CSeq: 1 OPTIONS\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n"
+    );
+    lab.outside.enter(move || {
+        let socket = std::net::UdpSocket::bind((ATTACKER, 0)).unwrap();
+        socket.send_to(payload.as_bytes(), (PBX, 5060)).unwrap();
+    });
+}
+
+/// The scanner rule's name comes from the config in force: a reload that reorders
+/// `[scanners] user_agents` names the next detection right.
+#[test]
+fn scanner_detections_are_named_from_the_reloaded_config() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(
+        &lab,
+        "xdp",
+        "[scanners]\nuser_agents = [\"other-tool\", \"friendly-scanner\"]\n",
+    );
+    let text = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .replace("\"other-tool\", ", "");
+    std::fs::write(&daemon.config, text).unwrap();
+    daemon.cli_ok(&["reload"]);
+    send_sip_options(&lab, "friendly-scanner");
+    let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
+    assert_eq!(ban["source"], "sip-scanner");
+    assert_eq!(ban["rule"], "friendly-scanner");
+}
