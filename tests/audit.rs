@@ -48,6 +48,11 @@ fn the_careless_host_yields_every_problem_with_its_fix() {
         "exposure.open_port /proc/net/udp -",
         "exposure.open_port /proc/net/udp -",
         "fraud.no_notification /etc/pbxguard/pbxguard.toml -",
+        "logging.asterisk_security_log /etc/asterisk/logger.conf 4",
+        "logging.freeswitch_auth_failures /etc/freeswitch/sip_profiles/external.xml 1",
+        "logging.freeswitch_auth_failures /etc/freeswitch/sip_profiles/internal.xml 7",
+        "logging.kamailio_script /etc/kamailio/kamailio.cfg 11",
+        "logging.opensips_script /etc/opensips/opensips.cfg 5",
         "fraud.no_offhours /etc/pbxguard/pbxguard.toml -",
         "freeswitch.default_password /etc/freeswitch/vars.xml 2",
         "freeswitch.weak_password /etc/freeswitch/directory/default/1000.xml 4",
@@ -92,6 +97,29 @@ fn the_careless_host_yields_every_problem_with_its_fix() {
         findings
             .iter()
             .all(|f| !f["fix"].as_str().unwrap().is_empty())
+    );
+    // Where pbxguard is blind, each fix says what to change.
+    let fix = |id: &str| -> Vec<&str> {
+        findings
+            .iter()
+            .filter(|f| f["id"] == id)
+            .map(|f| f["fix"].as_str().unwrap())
+            .collect()
+    };
+    assert!(
+        fix("logging.freeswitch_auth_failures")
+            .iter()
+            .all(|f| f.contains(r#"<param name="log-auth-failures" value="true"/>"#)),
+        "{:?}",
+        fix("logging.freeswitch_auth_failures")
+    );
+    for id in ["logging.kamailio_script", "logging.opensips_script"] {
+        assert!(fix(id)[0].contains("pbxguard:"), "{:?}", fix(id));
+    }
+    assert!(
+        fix("logging.asterisk_security_log")[0].contains("security => security"),
+        "{:?}",
+        fix("logging.asterisk_security_log")
     );
     let ports: Vec<&str> = findings
         .iter()

@@ -233,3 +233,88 @@ fn nft_start_reconciles_the_table_with_the_journal() {
     );
     assert_eq!(v4(&lab), [0, N]);
 }
+
+/// Lines of this process's mountinfo about /sys/fs/bpf: what the test must leave as found.
+fn host_bpffs_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.starts_with("/sys/fs/bpf"))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// With the default `bpffs = "/sys/fs/bpf/pbxguard"` on a host with nothing mounted on
+/// /sys/fs/bpf (containers, hosts without systemd), the pin directory cannot be created in
+/// sysfs: the daemon mounts bpffs on /sys/fs/bpf itself, as systemd does, and comes up on
+/// XDP. The daemon runs in a private mount namespace where /sys/fs/bpf is unmounted first;
+/// the host's /sys/fs/bpf is never touched.
+#[test]
+fn xdp_mounts_bpffs_on_sys_fs_bpf_when_nothing_is_there() {
+    let host_before = host_bpffs_mounts();
+    let lab = Lab::new();
+    let mut daemon = Daemon::configure(&lab, "xdp", "");
+    // The default pin directory: drop the fixture's own `bpffs =` line.
+    let config: String = std::fs::read_to_string(&daemon.config)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("bpffs ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&daemon.config, config).unwrap();
+    // `sh -c SCRIPT sh -- -c RUN`: unmount everything stacked on /sys/fs/bpf (a statfs
+    // there then says sysfs), drop the `--` and run the daemon's command.
+    let script = "while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf || exit 97; done; \
+                  [ \"$(stat -f -c %T /sys/fs/bpf)\" = sysfs ] || exit 98; shift; exec sh \"$@\"";
+    daemon.wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]
+    .map(String::from)
+    .to_vec();
+    daemon.launch(&[]);
+    let status = daemon.json(&["status"]);
+    assert_eq!(status["backend"], "xdp", "{status}");
+    assert!(status["backend_note"].is_null(), "{status}");
+    assert!(lab.xdp_attached());
+    // Seen from inside the daemon's mount namespace (not ours: else we would look at the
+    // host's /sys/fs/bpf).
+    let root = std::path::PathBuf::from(format!("/proc/{}/root", daemon.pid()));
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(ns(&daemon.pid().to_string()), ns("self"));
+    assert!(pbxguard::enforce::bpffs::is_bpffs(&root.join("sys/fs/bpf")));
+    let pins = root.join("sys/fs/bpf/pbxguard");
+    let pinned: Vec<String> = std::fs::read_dir(&pins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(pinned.len() >= 2, "pins: {pinned:?}");
+    assert!(
+        daemon
+            .log_text()
+            .lines()
+            .any(|l| l.contains("mounted bpffs") && l.ends_with("dir=/sys/fs/bpf")),
+        "{}",
+        daemon.log_text()
+    );
+    // Bans land in the maps pinned there (the ledger check at the end reads them too).
+    daemon.bpffs = pins;
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string()]);
+    assert_eq!(v4(&lab), [0, N]);
+    daemon.check_ledger();
+    assert_eq!(
+        host_bpffs_mounts(),
+        host_before,
+        "the host's /sys/fs/bpf changed"
+    );
+}

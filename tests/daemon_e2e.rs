@@ -398,3 +398,61 @@ both_backends!(
     failures_written_while_down_are_read_on_start,
     journal_unit_failures_ban_and_resume_after_restart,
 );
+
+/// A journal MESSAGE gets the cap of a file line: a failure padded past journalctl's 4 KiB
+/// JSON limit still counts, one over 64 KiB is dropped and counted, and what follows is read.
+#[test]
+fn journal_messages_are_capped_like_file_lines() {
+    let journal = tempfile::tempdir().unwrap();
+    let fail = |user: &str, ip: &str| {
+        format!("Failed password for invalid user {user} from {ip} port 4242 ssh2")
+    };
+    let long = "x".repeat(5_000);
+    let oversized = "y".repeat(pbxguard::source::lines::MAX_LINE);
+    testenv::journal_append(
+        journal.path(),
+        "ssh.service",
+        &[
+            &fail("admin", "192.0.2.1"),
+            &fail(&long, "192.0.2.2"),
+            &fail(&oversized, "192.0.2.3"),
+            &fail("root", "192.0.2.4"),
+        ],
+    );
+    let text = format!(
+        "[enforce]\ninterfaces = [\"eth0\"]\n\n[daemon]\nstate_dir = {:?}\n\n\
+         [[source]]\njournal_unit = \"ssh.service\"\njournal_directory = {:?}\nread_backlog = true\nfilters = [\"sshd\"]\n",
+        journal.path().join("state"),
+        journal.path(),
+    );
+    std::fs::create_dir(journal.path().join("state")).unwrap();
+    let config =
+        pbxguard::config::Config::parse(&text, std::path::Path::new("/etc/pbxguard/t.toml"))
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let sources = pbxguard::source::Sources::start(&config, tx).unwrap();
+    let stats = sources.stats()[0].clone();
+    let mut ips = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ips.len() < 3 && Instant::now() < deadline {
+        match rx.try_recv() {
+            Ok(event) => ips.push(event.ip.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert_eq!(ips, ["192.0.2.1", "192.0.2.2", "192.0.2.4"]);
+    assert_eq!(
+        stats.oversized.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(stats.lines.load(std::sync::atomic::Ordering::Relaxed), 3);
+    // Stop ends journalctl and the thread (bounded: a hang fails the test).
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        sources.stop();
+        done_tx.send(()).unwrap();
+    });
+    done.recv_timeout(Duration::from_secs(60))
+        .expect("Sources::stop returned");
+    assert!(!stats.is_alive());
+}

@@ -9,6 +9,7 @@ use std::{
 
 use pbxguard::{
     config::Config,
+    detect::{Evidence, Kind},
     enforce::program::{LoadOptions, XdpProgram},
     engine::{Engine, Outcome},
     source::Event,
@@ -30,6 +31,7 @@ fn engine(extra: &str) -> Fixture {
     let program = XdpProgram::load(&LoadOptions {
         pin_dir: None,
         max_bans: 4096,
+        ..Default::default()
     })
     .expect("load (run as root)");
     let store = Store::open(state.path(), SystemTime::now()).unwrap();
@@ -52,6 +54,7 @@ impl Fixture {
         let program = XdpProgram::load(&LoadOptions {
             pin_dir: None,
             max_bans: 4096,
+            ..Default::default()
         })
         .unwrap();
         let store = Store::open(state.path(), SystemTime::now()).unwrap();
@@ -69,6 +72,23 @@ impl Fixture {
             rule: "wrong_password".into(),
             source: 0,
             at,
+            evidence: pbxguard::detect::Evidence::Proven,
+            kind: pbxguard::detect::Kind::Failure,
+        };
+        self.engine.on_failure(&event, at).unwrap()
+    }
+
+    /// One event of any filter, evidence and kind.
+    fn event(&mut self, ip: &str, filter: &str, evidence: Evidence, kind: Kind) -> Outcome {
+        let at = t0();
+        let event = Event {
+            ip: ip.parse().unwrap(),
+            filter: filter.into(),
+            rule: "r".into(),
+            source: 0,
+            at,
+            evidence,
+            kind,
         };
         self.engine.on_failure(&event, at).unwrap()
     }
@@ -248,8 +268,169 @@ fn per_filter_and_per_source_overrides() {
         "[policy]\nmaxretry = 5\nfindtime = \"10m\"\n[policy.filter.asterisk]\nmaxretry = 3\n\
          [[source]]\npath = \"/var/log/asterisk/full\"\nfilters = [\"asterisk\"]\nfindtime = \"1h\"\n",
     );
-    let t = f.engine.thresholds("asterisk", 0, t0());
+    let t = f
+        .engine
+        .thresholds("asterisk", pbxguard::detect::Evidence::Proven, 0, t0());
     assert_eq!((t.maxretry, t.findtime), (3, secs(3600)));
-    let t = f.engine.thresholds("sshd", 7, t0());
+    let t = f
+        .engine
+        .thresholds("sshd", pbxguard::detect::Evidence::Proven, 7, t0());
     assert_eq!((t.maxretry, t.findtime), (5, secs(600)));
+}
+
+/// Control characters in a reason (an admin's `--reason`, a rule name in a detected ban's
+/// reason) could forge lines or escape sequences in `bans list`, the log and notifications:
+/// they are stored as U+FFFD, in memory and in the journal.
+#[test]
+fn reasons_are_stored_without_control_characters() {
+    let mut f = engine("[policy]\nmaxretry = 1\n");
+    let manual = f
+        .engine
+        .ban(
+            pbxguard::engine::BanRequest {
+                net: parse_net("198.51.100.7").unwrap(),
+                duration: None,
+                reason: Some("spam\nbanned 10.0.0.1\x1b[0m\u{202e}".into()),
+                source: "manual".into(),
+            },
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(
+        manual.reason,
+        "spam\u{fffd}banned 10.0.0.1\u{fffd}[0m\u{fffd}"
+    );
+    let event = Event {
+        ip: "203.0.113.9".parse().unwrap(),
+        filter: "asterisk".into(),
+        rule: "forged\r\nrule\x07".into(),
+        source: 0,
+        at: t0(),
+        evidence: pbxguard::detect::Evidence::Proven,
+        kind: pbxguard::detect::Kind::Failure,
+    };
+    let Outcome::Banned(detected) = f.engine.on_failure(&event, t0()).unwrap() else {
+        panic!("not banned")
+    };
+    assert!(
+        detected
+            .reason
+            .ends_with("(forged\u{fffd}\u{fffd}rule\u{fffd})"),
+        "{}",
+        detected.reason
+    );
+    let journal = pbxguard::store::journal::read(&f.state.path().join("bans.journal")).unwrap();
+    for ban in journal.bans.values() {
+        assert!(!ban.reason.contains(char::is_control), "{:?}", ban.reason);
+    }
+    assert_eq!(journal.bans.len(), 2);
+}
+
+#[test]
+fn udp_scanner_hits_ban_at_the_third_tcp_at_once() {
+    let mut f = engine("");
+    let stranger = "203.0.113.40";
+    for hit in 1..=2 {
+        assert_eq!(
+            f.event(stranger, "sip-scanner", Evidence::Spoofable, Kind::Failure),
+            Outcome::Counted {
+                failures: hit,
+                maxretry: 3
+            }
+        );
+        assert!(!f.in_map("203.0.113.40/32"));
+    }
+    let Outcome::Banned(ban) = f.event(stranger, "sip-scanner", Evidence::Spoofable, Kind::Failure)
+    else {
+        panic!("not banned at the third UDP hit")
+    };
+    assert_eq!(ban.evidence, Some(Evidence::Spoofable));
+    assert!(f.in_map("203.0.113.40/32"));
+    let Outcome::Banned(ban) = f.event(
+        "203.0.113.41",
+        "sip-scanner",
+        Evidence::Proven,
+        Kind::Failure,
+    ) else {
+        panic!("a scanner over TCP is banned at once")
+    };
+    assert_eq!(ban.evidence, Some(Evidence::Proven));
+    // Floods need [flood] failures_to_ban (3) events whatever the protocol.
+    for _ in 0..2 {
+        assert!(matches!(
+            f.event("203.0.113.42", "sip-flood", Evidence::Proven, Kind::Failure),
+            Outcome::Counted { .. }
+        ));
+    }
+    assert!(matches!(
+        f.event(
+            "203.0.113.42",
+            "sip-flood",
+            Evidence::Spoofable,
+            Kind::Failure
+        ),
+        Outcome::Banned(_)
+    ));
+}
+
+#[test]
+fn a_known_phone_survives_spoofable_evidence_but_not_proven_failures_and_restarts() {
+    let mut f = engine("[policy]\nmaxretry = 2\n");
+    let phone = "198.51.100.30";
+    assert_eq!(
+        f.event(phone, "asterisk", Evidence::Proven, Kind::Success),
+        Outcome::Known
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            f.event(phone, "sip-scanner", Evidence::Spoofable, Kind::Failure),
+            Outcome::IgnoredSpoofable
+        );
+        assert_eq!(
+            f.event(phone, "asterisk", Evidence::Spoofable, Kind::Failure),
+            Outcome::IgnoredSpoofable
+        );
+    }
+    assert!(!f.in_map("198.51.100.30/32"));
+    let status = f.engine.status();
+    assert_eq!((status.known, status.ignored_spoofable), (1, 20));
+    // The sweep saves it; a restart still knows the phone.
+    f.engine.expire(t0()).unwrap();
+    let mut f = f.restart();
+    assert!(f.engine.known(phone.parse().unwrap(), t0()).is_some());
+    assert_eq!(
+        f.event(phone, "sip-flood", Evidence::Spoofable, Kind::Failure),
+        Outcome::IgnoredSpoofable
+    );
+    // Proven failures (a wrong password after a challenge) count as for anyone.
+    assert!(matches!(
+        f.event(phone, "asterisk", Evidence::Proven, Kind::Failure),
+        Outcome::Counted { failures: 1, .. }
+    ));
+    assert!(matches!(
+        f.event(phone, "asterisk", Evidence::Proven, Kind::Failure),
+        Outcome::Banned(_)
+    ));
+    assert!(f.in_map("198.51.100.30/32"));
+}
+
+#[test]
+fn spoofable_evidence_from_a_known_phones_v6_neighbour_bans_only_that_address() {
+    let mut f = engine("[policy]\nmaxretry = 1\n");
+    f.event(
+        "2001:db8:5::10",
+        "asterisk",
+        Evidence::Proven,
+        Kind::Success,
+    );
+    let Outcome::Banned(ban) = f.event(
+        "2001:db8:5::66",
+        "asterisk",
+        Evidence::Spoofable,
+        Kind::Failure,
+    ) else {
+        panic!("the neighbour is a stranger")
+    };
+    assert_eq!(ban.net, parse_net("2001:db8:5::66/128").unwrap());
+    assert!(!f.in_map("2001:db8:5::/64"));
 }

@@ -5,7 +5,9 @@
 //! ```text
 //! # comment
 //! <a log line exactly as the program writes it>
-//! => 203.0.113.5 rule_name        # this address, by this rule
+//! => 203.0.113.5 rule_name        # this address, by this (failure) rule
+//! <a success line>
+//! => 203.0.113.5 success:rule_name  # this address, by this success rule
 //! <another line>
 //! => nothing                      # must not match
 //! ```
@@ -17,14 +19,14 @@
 
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, sync::LazyLock};
 
-use pbxguard::detect::{Matcher, filters};
+use pbxguard::detect::{Kind, Matcher, filters};
 use proptest::prelude::*;
 
 struct Case {
     file: String,
     number: usize,
     line: String,
-    expect: Option<(IpAddr, String)>,
+    expect: Option<(IpAddr, String, Kind)>,
 }
 
 fn cases(filter: &str) -> Vec<Case> {
@@ -50,10 +52,16 @@ fn cases(filter: &str) -> Vec<Case> {
                 let (ip, rule) = expect.split_once(' ').unwrap_or_else(|| {
                     panic!("{filter}.txt:{number}: expected `=> IP RULE` or `=> nothing`")
                 });
+                let rule = rule.trim();
+                let (rule, kind) = match rule.strip_prefix("success:") {
+                    Some(rule) => (rule, Kind::Success),
+                    None => (rule, Kind::Failure),
+                };
                 Some((
                     ip.parse()
                         .unwrap_or_else(|_| panic!("{filter}.txt:{number}: bad IP {ip}")),
-                    rule.trim().to_string(),
+                    rule.to_string(),
+                    kind,
                 ))
             };
             out.push(Case {
@@ -85,7 +93,7 @@ fn matcher(filter: &str) -> Matcher {
 fn check(m: &Matcher, case: &Case, line: &str) {
     let got = m
         .find(line.as_bytes())
-        .map(|hit| (hit.ip, hit.rule.to_string()));
+        .map(|hit| (hit.ip, hit.rule.to_string(), hit.kind));
     assert_eq!(got, case.expect, "{}:{}: {line}", case.file, case.number);
 }
 
@@ -123,8 +131,10 @@ fn check_all(filter: &str) {
     let spec = filters::named(filter).unwrap();
     for rule in &spec.rules {
         assert!(
-            all.iter()
-                .any(|c| c.expect.as_ref().is_some_and(|(_, r)| *r == rule.name)),
+            all.iter().any(|c| c
+                .expect
+                .as_ref()
+                .is_some_and(|(_, r, k)| { *r == rule.name && *k == rule.kind })),
             "rule `{}` of `{filter}` has no golden line in tests/filters/{filter}.txt",
             rule.name
         );
@@ -166,18 +176,21 @@ fn sshd() {
     check_all("sshd");
 }
 
+#[test]
+fn sshd_aggressive() {
+    check_all("sshd-aggressive");
+}
+
 /// Every `{EVIL}` template with an expected address, by filter (built once).
 static TEMPLATES: LazyLock<Vec<(String, Case)>> = LazyLock::new(|| {
-    filters::NAMES
-        .iter()
+    filters::names()
         .flat_map(|f| cases(f).into_iter().map(move |c| (f.to_string(), c)))
         .filter(|(_, c)| c.line.contains("{EVIL}") && c.expect.is_some())
         .collect()
 });
 
 static MATCHERS: LazyLock<HashMap<String, Matcher>> = LazyLock::new(|| {
-    filters::NAMES
-        .iter()
+    filters::names()
         .map(|f| (f.to_string(), matcher(f)))
         .collect()
 });
@@ -193,7 +206,7 @@ proptest! {
         prop_assume!(!TEMPLATES.is_empty());
         let (filter, case) = &TEMPLATES[pick.index(TEMPLATES.len())];
         let line = case.line.replace("{EVIL}", &evil);
-        let got = MATCHERS[filter].find(line.as_bytes()).map(|hit| (hit.ip, hit.rule.to_string()));
+        let got = MATCHERS[filter].find(line.as_bytes()).map(|hit| (hit.ip, hit.rule.to_string(), hit.kind));
         prop_assert_eq!(got, case.expect.clone(), "{}:{}: {}", case.file, case.number, line);
     }
 
@@ -224,6 +237,20 @@ fn every_rule_is_documented_in_the_readme() {
             assert!(
                 readme.contains(&format!("`{}`", rule.name)),
                 "README lacks rule `{}` of `{}`",
+                rule.name,
+                spec.name
+            );
+            // The filter reference table states each rule's evidence (or `success`).
+            let class = match rule.kind {
+                Kind::Success => "success",
+                Kind::Failure => rule.evidence.as_str(),
+            };
+            assert!(
+                readme
+                    .lines()
+                    .any(|l| l.starts_with(&format!("| `{}`", rule.name))
+                        && l.contains(&format!(" | {class} | "))),
+                "README's table row for rule `{}` of `{}` must say `{class}`",
                 rule.name,
                 spec.name
             );

@@ -258,7 +258,7 @@ fn fifty_thousand_simultaneous_expiries_keep_status_answering() {
         "--from-file",
         file.to_str().unwrap(),
         "--for",
-        "4s",
+        "20s",
     ]);
     assert_eq!(daemon.json(&["status"])["bans"], 50_001);
     daemon.check_ledger();
@@ -455,6 +455,7 @@ both_backends!(
     acknowledged_bans_survive_kill9_mid_burst,
     a_full_map_refuses_the_rest_and_records_exactly_what_is_enforced,
     overlapping_bans_behave_like_one_lookup_in_every_order,
+    peers_from_the_pbx_config_are_never_banned,
 );
 
 /// Fault injection needs the `failpoints` feature (`cargo xtask test` turns it on).
@@ -468,4 +469,110 @@ mod faults {
         a_crash_between_journal_and_kernel_is_reconciled_on_start,
         a_reload_failing_in_its_last_step_leaves_the_running_config,
     };
+}
+
+/// Peers named in the PBX's own config are never banned, are listed with file and line,
+/// pass the perimeter rules except the flood limit, and follow edits of the file.
+fn peers_from_the_pbx_config_are_never_banned(backend: &str) {
+    let lab = Lab::new();
+    let root = tempfile::tempdir().unwrap();
+    let asterisk = root.path().join("etc/asterisk");
+    std::fs::create_dir_all(&asterisk).unwrap();
+    let pjsip = asterisk.join("pjsip.conf");
+    std::fs::write(
+        &pjsip,
+        format!("[trunk]\ntype=identify\nendpoint=trunk\nmatch={PHONE}\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::configure(
+        &lab,
+        backend,
+        &format!(
+            "[policy]\nmaxretry = 1\n\n[trust]\nroot = \"{}\"\n\n\
+             [flood]\npackets_per_second = 5\nburst = 5\n\n\
+             [[protect]]\nports = [\"5080/udp\"]\ntrusted = [\"{ATTACKER}\"]\n\n\
+             [[source]]\npath = \"LOG\"\nfilters = [\"asterisk\"]\n",
+            root.path().display()
+        ),
+    );
+    let log = daemon.log_file("full");
+    daemon.launch(&[]);
+    let trusted = |daemon: &Daemon| daemon.json(&["status"])["pbx_trusted"].clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while trusted(&daemon).as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let entry = &trusted(&daemon)[0];
+    assert_eq!(entry["net"], format!("{PHONE}/32"));
+    assert_eq!(entry["line"], 4);
+    assert_eq!(entry["origin"], "pjsip identify match");
+    assert!(
+        entry["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("etc/asterisk/pjsip.conf")
+    );
+    // The protected port does not list the trunk, but the trunk passes it.
+    let to_5080 = |from: Ipv4Addr| {
+        let listener = lab.listen(IpAddr::V4(PBX), 5080);
+        lab.send(IpAddr::V4(from), IpAddr::V4(PBX), 5080, 3);
+        received_from(&listener, &[IpAddr::V4(from)])[0]
+    };
+    assert_eq!(
+        to_5080(PHONE),
+        3,
+        "the PBX-trusted peer passes the perimeter"
+    );
+    assert!(daemon.packets("pbx_trusted") >= 3);
+    // A flood from it is still dropped.
+    let listener = lab.listen(IpAddr::V4(PBX), 5060);
+    lab.send(IpAddr::V4(PHONE), IpAddr::V4(PBX), 5060, 100);
+    let got = received_from(&listener, &[IpAddr::V4(PHONE)])[0];
+    assert!(
+        got < 100,
+        "the flood limit still applies: {got} of 100 arrived"
+    );
+    assert!(daemon.packets("sip_flood") > 0);
+    // A forged failure line naming the trunk does not ban it; a manual ban is refused.
+    append(&log, &failure(PHONE));
+    append(&log, &failure(attacker(5)));
+    daemon.wait_for_ban(&format!("{}/32", attacker(5)));
+    assert!(!listed(&daemon).contains(&format!("{PHONE}/32")));
+    let out = daemon.cli_inside(&["bans", "add", &PHONE.to_string()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pjsip.conf:4") && err.contains("[trust]"),
+        "{err}"
+    );
+    // `explain` says why, with file and line; and what banned the attacker.
+    let why = daemon.json(&["explain", &PHONE.to_string()]);
+    assert_eq!(why["pbx_trusted"][0]["line"], 4, "{why}");
+    assert!(
+        why["never_banned"]
+            .as_str()
+            .unwrap()
+            .contains("pjsip.conf:4"),
+        "{why}"
+    );
+    assert!(why["bans"].as_array().unwrap().is_empty());
+    let text = daemon.cli_ok(&["explain", &attacker(5).to_string()]);
+    assert!(
+        text.contains("banned by") && text.contains("asterisk"),
+        "{text}"
+    );
+    // The trunk is removed from the PBX config: it is an ordinary address again.
+    std::fs::write(&pjsip, "[trunk]\ntype=identify\nendpoint=trunk\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !trusted(&daemon).as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        to_5080(PHONE),
+        0,
+        "no longer trusted: the protected port drops it"
+    );
+    daemon.cli_ok(&["bans", "add", &PHONE.to_string()]);
 }

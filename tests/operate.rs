@@ -400,3 +400,68 @@ fn reload_swaps_log_sources_and_thresholds() {
     let ban = daemon.wait_for_ban(&format!("{ATTACKER}/32"));
     assert_eq!(ban["failures"], 1, "the new maxretry applies");
 }
+
+/// Ban lengths at the edges, through the daemon: 100 years, the longest accepted, is held
+/// by the kernel (nftables refuses timeouts past about 584 years of milliseconds; the XDP
+/// expiry is u64 boot-time nanoseconds), for `bans add` and for a detected ban whose
+/// escalation is capped there. Zero and overlong lengths sent straight to the socket are
+/// refused by the daemon with the reason (once "internal error" or a panic), nothing is
+/// banned, and the daemon keeps running.
+fn durations_at_the_edges(backend: &str) {
+    use pbxguard::control::{Request, request};
+
+    let lab = Lab::new();
+    let mut daemon = Daemon::configure(
+        &lab,
+        backend,
+        "[policy]\nmaxretry = 1\nbantime = \"100y\"\nbantime_factor = 100.0\n\
+         [[source]]\npath = \"LOG\"\nfilters = [\"sshd\"]\n",
+    );
+    let log = daemon.log_file("auth.log");
+    daemon.launch(&[]);
+    let century = pbxguard::units::MAX_DURATION.as_secs();
+    let length = |ban: &serde_json::Value| {
+        let at = |key: &str| humantime::parse_rfc3339(ban[key].as_str().unwrap()).unwrap();
+        at("expires")
+            .duration_since(at("created"))
+            .unwrap()
+            .as_secs()
+    };
+    daemon.cli_ok(&["bans", "add", &ATTACKER.to_string(), "--for", "100y"]);
+    assert_eq!(
+        length(&daemon.wait_for_ban(&format!("{ATTACKER}/32"))),
+        century
+    );
+    assert_eq!(v4(&lab), [0, N], "a 100-year ban is enforced");
+    std::fs::write(
+        &log,
+        "Nov 26 11:03:53 pbx sshd[42]: Invalid user admin from 198.51.100.77 port 4242\n",
+    )
+    .unwrap();
+    assert_eq!(length(&daemon.wait_for_ban("198.51.100.77/32")), century);
+    for (bad, words) in [
+        ("0", "`permanent`"),
+        ("0s", "`permanent`"),
+        ("7974y", "longer than 100 years"),
+        ("580000000000y", "longer than 100 years"),
+    ] {
+        let refused = request(
+            &daemon.socket,
+            &Request::AddBan {
+                net: PHONE.to_string(),
+                more: Vec::new(),
+                duration: Some(bad.into()),
+                reason: None,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains(words), "{bad}: {refused}");
+    }
+    let listed = daemon.json(&["bans", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(daemon.running());
+    assert_eq!(v4(&lab), [0, N], "the phone was never banned");
+}
+
+both_backends!(durations_at_the_edges);

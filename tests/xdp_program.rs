@@ -32,6 +32,7 @@ fn program() -> XdpProgram {
     XdpProgram::load(&LoadOptions {
         pin_dir: None,
         max_bans: 1024,
+        ..Default::default()
     })
     .expect("program loads (run as root)")
 }
@@ -252,6 +253,7 @@ fn ban_map_capacity_comes_from_options() {
     let mut p = XdpProgram::load(&LoadOptions {
         pin_dir: None,
         max_bans: 4,
+        ..Default::default()
     })
     .unwrap();
     for i in 0..4 {

@@ -39,10 +39,17 @@ pub mod maps {
     pub const SCANNERS: &str = "SCANNERS";
     /// Ring buffer of [`crate::DetectionEvent`]s for the daemon.
     pub const EVENTS: &str = "EVENTS";
+    /// Switches (one `u32` of `FLAG_*` bits). A map of its own rather than a field of
+    /// [`crate::Settings`]: a pinned map keeps its value size across upgrades.
+    pub const FLAGS: &str = "FLAGS";
+    /// Peers named in the PBX's own configs (LPM, IPv4): pass every rule but the flood limit.
+    pub const PBX_V4: &str = "PBX_V4";
+    /// The same for IPv6.
+    pub const PBX_V6: &str = "PBX_V6";
     /// Every map the daemon pins, in a stable order.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 18] = [
         ALLOW_V4, ALLOW_V6, BAN_V4, BAN_V6, COUNTERS, GEO_V4, GEO_V6, PROTECTED, TRUSTED_V4,
-        TRUSTED_V6, SIP_PORTS, SETTINGS, BUCKETS, SCANNERS, EVENTS,
+        TRUSTED_V6, SIP_PORTS, SETTINGS, BUCKETS, SCANNERS, EVENTS, FLAGS, PBX_V4, PBX_V6,
     ];
 }
 
@@ -64,6 +71,10 @@ pub const MAX_SIGNATURES: u32 = 32;
 pub const SIGNATURE_LEN: usize = 32;
 /// Geo map capacity per family (a full country database aggregates to well under this).
 pub const MAX_GEO: u32 = 1_048_576;
+/// Most IPv6 extension headers the program walks to find the ports. An RFC 8200 chain has
+/// at most six that Linux walks (hop-by-hop, destination options, routing, fragment, AH,
+/// destination options); past this limit a packet is `unclassified`.
+pub const MAX_V6_EXT_HEADERS: usize = 8;
 /// How far into a UDP payload the program looks for the User-Agent header.
 pub const SCAN_WINDOW: usize = 512;
 
@@ -92,6 +103,11 @@ pub struct Settings {
     /// Number of valid entries in [`maps::SCANNERS`] (0 = scanner check off).
     pub signatures: u32,
 }
+
+/// [`maps::FLAGS`] bit: some rule judges packets by destination port (`[[protect]]`, or SIP
+/// ports with the flood limit or scanner check), so a packet whose ports the program cannot
+/// reach is dropped as [`Reason::Unclassified`] instead of passing those rules unjudged.
+pub const FLAG_PORT_RULES: u32 = 1;
 
 /// One source's token bucket.
 #[repr(C)]
@@ -165,8 +181,11 @@ pub struct DetectionEvent {
     pub port: u16,
     /// Signature index for scanner events.
     pub detail: u16,
+    /// IP protocol of the packet (6 TCP, 17 UDP): decides whether the daemon treats the
+    /// event as proven or spoofable evidence.
+    pub protocol: u8,
     /// Zero.
-    pub pad: u32,
+    pub pad: [u8; 3],
 }
 
 /// [`DetectionEvent::kind`]: a source kept exceeding the SIP flood limit.
@@ -176,6 +195,9 @@ pub const EVENT_SCANNER: u32 = 2;
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "pbxguard";
+/// The same program without the scanner rule, for kernels without `bpf_loop` (Linux 5.17)
+/// or `bpf_xdp_load_bytes` (5.18).
+pub const PROGRAM_NAME_BASIC: &str = "pbxguard_basic";
 
 /// Default capacity of each ban map (v4 and v6); the config can change it.
 pub const DEFAULT_MAX_BANS: u32 = 1_000_000;
@@ -212,8 +234,8 @@ pub struct Counter {
 pub enum Reason {
     /// Parsed, matched no rule: passed.
     Passed = 0,
-    /// The frame could not be parsed (unknown ethertype, truncated header): passed,
-    /// because the program must never drop what it does not understand.
+    /// The frame is not IP, or too short for its IP header and source address: passed, as
+    /// the kernel has no use for it either (ARP and the like pass here).
     Unparsed = 1,
     /// Source is allowlisted: passed before any other rule.
     Allowlisted = 2,
@@ -229,11 +251,17 @@ pub enum Reason {
     Flood = 7,
     /// SIP request from a known scanner's User-Agent: dropped.
     Scanner = 8,
+    /// IP packet whose TCP/UDP ports the program cannot reach (a longer IPv6 extension header
+    /// chain than it walks, a header chain or transport header cut short) while port rules
+    /// are configured: dropped, so it cannot slip past them.
+    Unclassified = 9,
+    /// Source is a peer the PBX's own configs name: passed after the flood limit only.
+    PbxTrusted = 10,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Passed,
         Reason::Unparsed,
         Reason::Allowlisted,
@@ -243,6 +271,8 @@ impl Reason {
         Reason::ProtectedPort,
         Reason::Flood,
         Reason::Scanner,
+        Reason::Unclassified,
+        Reason::PbxTrusted,
     ];
 
     /// Stable, human-readable name used by `pbxguard stats` and metrics.
@@ -257,6 +287,8 @@ impl Reason {
             Reason::ProtectedPort => "protected_port",
             Reason::Flood => "sip_flood",
             Reason::Scanner => "sip_scanner",
+            Reason::Unclassified => "unclassified",
+            Reason::PbxTrusted => "pbx_trusted",
         }
     }
 
@@ -269,6 +301,7 @@ impl Reason {
                 | Reason::ProtectedPort
                 | Reason::Flood
                 | Reason::Scanner
+                | Reason::Unclassified
         )
     }
 }

@@ -2,9 +2,14 @@
 //! stack (or the PBX) sees them.
 //!
 //! Verdict order (ARCHITECTURE.md, "The XDP program's verdict order"): unparseable -> PASS;
-//! allowlisted -> PASS; banned and not expired -> DROP; geo-blocked -> DROP; protected port
-//! from an untrusted source -> DROP; SIP flood over the limit -> DROP; SIP scanner
-//! User-Agent -> DROP; else PASS. Every verdict bumps a per-CPU counter for its reason.
+//! allowlisted -> PASS; PBX-trusted peer -> the SIP flood limit only, then PASS; banned and not expired -> DROP; geo-blocked -> DROP; ports out of
+//! reach while port rules are on -> DROP; protected port from an untrusted source -> DROP;
+//! SIP flood over the limit -> DROP; SIP scanner User-Agent -> DROP; else PASS. Every verdict
+//! bumps a per-CPU counter for its reason.
+//!
+//! The object holds two programs: `pbxguard`, and `pbxguard_basic` without the scanner rule
+//! for kernels that lack its helpers (the verifier rejects an unknown helper even in code
+//! that never runs, so the rule must be absent, not switched off).
 #![no_std]
 #![no_main]
 
@@ -19,10 +24,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pbxguard_common::{
-    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, Reason,
+    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, DEFAULT_MAX_BANS, MAX_TRUSTED, Reason,
 };
 
-use crate::parse::{Packet, Source};
+use crate::parse::{Packet, Upper};
 
 #[map]
 static ALLOW_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEFAULT_MAX_ALLOW, 0);
@@ -33,12 +38,28 @@ static BAN_V4: LpmTrie<[u8; 4], BanEntry> = LpmTrie::with_max_entries(DEFAULT_MA
 #[map]
 static BAN_V6: LpmTrie<[u8; 16], BanEntry> = LpmTrie::with_max_entries(DEFAULT_MAX_BANS, 0);
 #[map]
+static PBX_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_TRUSTED, 0);
+#[map]
+static PBX_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_TRUSTED, 0);
+#[map]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Every rule; needs `bpf_loop` (Linux 5.17) and `bpf_xdp_load_bytes` (5.18).
 #[xdp]
 pub fn pbxguard(ctx: XdpContext) -> u32 {
-    let reason = match parse::parse(&ctx) {
-        Some(packet) => classify(&ctx, &packet),
+    verdict::<true>(&ctx)
+}
+
+/// Every rule but the scanner User-Agent check, for older kernels.
+#[xdp]
+pub fn pbxguard_basic(ctx: XdpContext) -> u32 {
+    verdict::<false>(&ctx)
+}
+
+#[inline(always)]
+fn verdict<const SCANNER: bool>(ctx: &XdpContext) -> u32 {
+    let reason = match parse::parse(ctx) {
+        Some(packet) => classify::<SCANNER>(ctx, &packet),
         None => Reason::Unparsed,
     };
     count(reason, (ctx.data_end() - ctx.data()) as u64);
@@ -51,22 +72,26 @@ pub fn pbxguard(ctx: XdpContext) -> u32 {
 
 /// Applies the rules in verdict order to a parsed packet.
 #[inline(always)]
-fn classify(ctx: &XdpContext, packet: &Packet) -> Reason {
-    let ban = match packet.source {
-        Source::V4(addr) => {
-            let key = Key::new(32, addr);
-            if ALLOW_V4.get(&key).is_some() {
-                return Reason::Allowlisted;
-            }
-            BAN_V4.get(&key)
+fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
+    let source = &packet.source;
+    let ban = if source.v6 {
+        let key = Key::new(128, source.addr);
+        if ALLOW_V6.get(&key).is_some() {
+            return Reason::Allowlisted;
         }
-        Source::V6(addr) => {
-            let key = Key::new(128, addr);
-            if ALLOW_V6.get(&key).is_some() {
-                return Reason::Allowlisted;
-            }
-            BAN_V6.get(&key)
+        if PBX_V6.get(&key).is_some() {
+            return pbx_trusted(packet);
         }
+        BAN_V6.get(&key)
+    } else {
+        let key = Key::new(32, source.v4());
+        if ALLOW_V4.get(&key).is_some() {
+            return Reason::Allowlisted;
+        }
+        if PBX_V4.get(&key).is_some() {
+            return pbx_trusted(packet);
+        }
+        BAN_V4.get(&key)
     };
     let mut pass = Reason::Passed;
     if let Some(entry) = ban {
@@ -80,21 +105,40 @@ fn classify(ctx: &XdpContext, packet: &Packet) -> Reason {
     if rules::geo_blocked(&packet.source) {
         return Reason::GeoBlocked;
     }
-    if let Some(t) = &packet.transport {
-        if rules::protected_denies(&packet.source, t) {
-            return Reason::ProtectedPort;
+    match packet.upper {
+        Upper::Ports => {}
+        Upper::NoPorts => return pass,
+        // What the port rules cannot judge must not pass them unjudged.
+        Upper::Unreachable if rules::port_rules_on() => return Reason::Unclassified,
+        Upper::Unreachable => return pass,
+    }
+    let t = &packet.transport;
+    if rules::protected_denies(&packet.source, t) {
+        return Reason::ProtectedPort;
+    }
+    if rules::is_sip(t) {
+        let settings = rules::settings();
+        if rules::flooding(&packet.source, t, &settings) {
+            return Reason::Flood;
         }
-        if rules::is_sip(t) {
-            let settings = rules::settings();
-            if rules::flooding(&packet.source, t, &settings) {
-                return Reason::Flood;
-            }
-            if rules::scanner(ctx, &packet.source, t, &settings) {
-                return Reason::Scanner;
-            }
+        if SCANNER && rules::scanner(ctx, &packet.source, &packet.dest, t, &settings) {
+            return Reason::Scanner;
         }
     }
     pass
+}
+
+/// A peer the PBX is configured to use: no ban, geo, port or scanner rule applies (a forged
+/// packet must not get it cut off), but a flood from it is still dropped.
+#[inline(always)]
+fn pbx_trusted(packet: &Packet) -> Reason {
+    if matches!(packet.upper, Upper::Ports) && rules::is_sip(&packet.transport) {
+        let settings = rules::settings();
+        if rules::flooding(&packet.source, &packet.transport, &settings) {
+            return Reason::Flood;
+        }
+    }
+    Reason::PbxTrusted
 }
 
 #[inline(always)]

@@ -1,10 +1,12 @@
 //! Bounds-checked, verifier-friendly parsing of Ethernet / VLAN / IPv4 / IPv6 / UDP / TCP.
 //!
-//! Every read is checked against `data_end`; any failure returns `None` and the caller
-//! passes the frame. The source address is the only thing a verdict needs so far; the ports
-//! are parsed for the rules that protect specific services.
+//! Every read is checked against `data_end`. A frame that is not IP, or too short for its IP
+//! header and source address, gives `None` and is passed. Past that, the parser says whether
+//! it reached the destination port: [`Upper::Unreachable`] marks the packets the port rules
+//! cannot judge, which the program drops while port rules are configured.
 
 use aya_ebpf::programs::XdpContext;
+use pbxguard_common::MAX_V6_EXT_HEADERS;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -14,29 +16,64 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
-/// Most IPv6 extension headers we walk before giving up on finding the transport header.
-const MAX_V6_EXT_HEADERS: usize = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
 
-/// Source address in network byte order, as the LPM tries store it.
-pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+/// Source address in network byte order, as the LPM tries store it: IPv4 in the first four
+/// bytes, zeros after. Every byte is defined on both families: the compiler may copy all 16
+/// through registers, and the verifier refuses to read one never written (as an enum's
+/// unused IPv4 tail would be).
+#[derive(Clone, Copy)]
+pub struct Source {
+    pub v6: bool,
+    pub addr: [u8; 16],
 }
 
-/// Transport protocol and ports, when the packet carries a readable transport header.
+impl Source {
+    /// The IPv4 address (meaningful when `!v6`).
+    #[inline(always)]
+    pub fn v4(&self) -> [u8; 4] {
+        [self.addr[0], self.addr[1], self.addr[2], self.addr[3]]
+    }
+}
+
+/// Transport protocol and ports of a TCP or UDP packet (all zero for the others).
+#[derive(Default)]
 pub struct Transport {
     pub protocol: u8,
-    #[allow(dead_code)] // parsed with the rest; no rule needs it yet
     pub src_port: u16,
     pub dst_port: u16,
-    /// Offset of the UDP payload from the start of the frame (0 for TCP).
+    /// Offset of the UDP or TCP payload from the start of the frame (0 if unknown).
     pub payload: usize,
+}
+
+/// What follows the IP header(s), as far as the port rules are concerned. Kept apart from
+/// the always-initialised [`Transport`]: an enum carrying it leaves bytes undefined that the
+/// compiler may copy and the verifier then refuses to read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Upper {
+    /// TCP or UDP with readable ports.
+    Ports,
+    /// No ports to judge: another protocol (ICMP, ...), or a later fragment, which the
+    /// kernel cannot deliver without its first fragment (that one carries the ports and is
+    /// judged by them; overlapping fragments are discarded).
+    NoPorts,
+    /// The ports could not be reached: a longer IPv6 extension chain than the program
+    /// walks, or a header chain or TCP/UDP header cut off by the end of the packet.
+    Unreachable,
 }
 
 /// What the rules look at.
 pub struct Packet {
     pub source: Source,
-    pub transport: Option<Transport>,
+    /// Destination address, laid out like [`Source::addr`] (for the TCP socket lookup).
+    pub dest: [u8; 16],
+    pub upper: Upper,
+    /// Meaningful when `upper` is [`Upper::Ports`].
+    pub transport: Transport,
 }
 
 /// Returns a pointer to a `T` at `offset` if the whole `T` lies inside the packet.
@@ -94,14 +131,24 @@ fn parse_v4(ctx: &XdpContext, offset: usize) -> Option<Packet> {
     let frag: u16 = read_be16(ctx, offset + 6)?;
     let protocol: u8 = read(ctx, offset + 9)?;
     let source: [u8; 4] = read(ctx, offset + 12)?;
+    let dest: [u8; 4] = read(ctx, offset + 16)?;
     // Only the first fragment carries the transport header.
-    let transport = if frag & 0x1fff == 0 {
-        transport(ctx, protocol, offset + header_len)
+    let (upper, transport) = if frag & 0x1fff == 0 {
+        upper(ctx, protocol, offset + header_len)
     } else {
-        None
+        (Upper::NoPorts, Transport::default())
     };
     Some(Packet {
-        source: Source::V4(source),
+        source: Source {
+            v6: false,
+            addr: [
+                source[0], source[1], source[2], source[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        },
+        dest: [
+            dest[0], dest[1], dest[2], dest[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        upper,
         transport,
     })
 }
@@ -114,40 +161,47 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
     }
     let mut next: u8 = read(ctx, offset + 6)?;
     let source: [u8; 16] = read(ctx, offset + 8)?;
+    let dest: [u8; 16] = read(ctx, offset + 24)?;
     let mut at = offset + 40;
-    let mut transport_header = None;
+    let v6 = |(upper, transport)| {
+        Some(Packet {
+            source: Source {
+                v6: true,
+                addr: source,
+            },
+            dest,
+            upper,
+            transport,
+        })
+    };
+    let without = |upper| (upper, Transport::default());
+    // The headers Linux itself walks before the upper-layer protocol; anything else is that
+    // protocol.
     for _ in 0..MAX_V6_EXT_HEADERS {
         match next {
-            IPPROTO_TCP | IPPROTO_UDP => {
-                transport_header = transport(ctx, next, at);
-                break;
-            }
             // Hop-by-hop, routing, destination options: length in 8-octet units, minus one.
-            0 | 43 | 60 => {
-                let hdr: [u8; 2] = match read(ctx, at) {
-                    Some(h) => h,
-                    None => break,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(hdr) = read::<[u8; 2]>(ctx, at) else {
+                    return v6(without(Upper::Unreachable));
                 };
                 next = hdr[0];
                 at += (hdr[1] as usize + 1) * 8;
             }
             // Fragment header: fixed 8 bytes; only the first fragment has the ports.
-            44 => {
-                let hdr: [u8; 4] = match read(ctx, at) {
-                    Some(h) => h,
-                    None => break,
+            IPPROTO_FRAGMENT => {
+                let Some(hdr) = read::<[u8; 4]>(ctx, at) else {
+                    return v6(without(Upper::Unreachable));
                 };
                 if u16::from_be_bytes([hdr[2], hdr[3]]) & 0xfff8 != 0 {
-                    break;
+                    return v6(without(Upper::NoPorts));
                 }
                 next = hdr[0];
                 at += 8;
             }
             // Authentication header: length in 4-octet units, minus two.
-            51 => {
-                let hdr: [u8; 2] = match read(ctx, at) {
-                    Some(h) => h,
-                    None => break,
+            IPPROTO_AH => {
+                let Some(hdr) = read::<[u8; 2]>(ctx, at) else {
+                    return v6(without(Upper::Unreachable));
                 };
                 next = hdr[0];
                 at += (hdr[1] as usize + 2) * 4;
@@ -155,21 +209,39 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
             _ => break,
         }
     }
-    Some(Packet {
-        source: Source::V6(source),
-        transport: transport_header,
-    })
+    match next {
+        // Still inside the chain after the last step walked.
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
+            v6(without(Upper::Unreachable))
+        }
+        protocol => v6(upper(ctx, protocol, at)),
+    }
 }
 
+/// The ports of a TCP or UDP header at `at`; other protocols have none.
 #[inline(always)]
-fn transport(ctx: &XdpContext, protocol: u8, at: usize) -> Option<Transport> {
+fn upper(ctx: &XdpContext, protocol: u8, at: usize) -> (Upper, Transport) {
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
-        return None;
+        return (Upper::NoPorts, Transport::default());
     }
-    Some(Transport {
-        protocol,
-        src_port: read_be16(ctx, at)?,
-        dst_port: read_be16(ctx, at + 2)?,
-        payload: if protocol == IPPROTO_UDP { at + 8 } else { 0 },
-    })
+    match read::<[u8; 4]>(ctx, at) {
+        Some(ports) => (
+            Upper::Ports,
+            Transport {
+                protocol,
+                src_port: u16::from_be_bytes([ports[0], ports[1]]),
+                dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+                payload: if protocol == IPPROTO_UDP {
+                    at + 8
+                } else {
+                    // TCP: the data offset (header length in 32-bit words, at least 5).
+                    match read::<u8>(ctx, at + 12) {
+                        Some(off) if off >> 4 >= 5 => at + (off >> 4) as usize * 4,
+                        _ => 0,
+                    }
+                },
+            },
+        ),
+        None => (Upper::Unreachable, Transport::default()),
+    }
 }

@@ -3,18 +3,21 @@
 //! daemon fills at runtime, so rules change without reloading the program.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_loop, bpf_xdp_load_bytes},
+    bindings::{bpf_sock, bpf_sock_tuple},
+    helpers::{
+        bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_lookup_tcp, bpf_sk_release, bpf_xdp_load_bytes,
+    },
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use pbxguard_common::{
-    Bucket, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FOLD, MAX_BUCKETS, MAX_GEO,
-    MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS, MAX_TRUSTED, PortKey, SCAN_WINDOW,
+    Bucket, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FLAG_PORT_RULES, FOLD, MAX_BUCKETS,
+    MAX_GEO, MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS, MAX_TRUSTED, PortKey, SCAN_WINDOW,
     Settings, Signature,
 };
 
-use crate::parse::{IPPROTO_UDP, Source, Transport};
+use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Source, Transport};
 
 #[map]
 static GEO_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_GEO, 0);
@@ -35,15 +38,27 @@ static BUCKETS: LruHashMap<[u8; 16], Bucket> = LruHashMap::with_max_entries(MAX_
 #[map]
 static SCANNERS: Array<Signature> = Array::with_max_entries(MAX_SIGNATURES, 0);
 #[map]
+static FLAGS: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Whether the source lies in a geo-blocked network.
 #[inline(always)]
 pub fn geo_blocked(source: &Source) -> bool {
-    match source {
-        Source::V4(addr) => GEO_V4.get(Key::new(32, *addr)).is_some(),
-        Source::V6(addr) => GEO_V6.get(Key::new(128, *addr)).is_some(),
+    if source.v6 {
+        GEO_V6.get(Key::new(128, source.addr)).is_some()
+    } else {
+        GEO_V4.get(Key::new(32, source.v4())).is_some()
     }
+}
+
+/// Whether any rule judges packets by their destination port: then a packet whose ports
+/// cannot be reached must not pass unjudged.
+#[inline(always)]
+pub fn port_rules_on() -> bool {
+    FLAGS
+        .get(0)
+        .is_some_and(|flags| flags & FLAG_PORT_RULES != 0)
 }
 
 fn port_key(t: &Transport) -> PortKey {
@@ -62,17 +77,15 @@ pub fn protected_denies(source: &Source, t: &Transport) -> bool {
         return false;
     };
     let rule = rule.to_be_bytes();
-    let trusted = match source {
-        Source::V4(a) => {
-            let data = [rule[0], rule[1], rule[2], rule[3], a[0], a[1], a[2], a[3]];
-            TRUSTED_V4.get(Key::new(64, data)).is_some()
-        }
-        Source::V6(a) => {
-            let mut data = [0u8; 20];
-            data[..4].copy_from_slice(&rule);
-            data[4..].copy_from_slice(a);
-            TRUSTED_V6.get(Key::new(160, data)).is_some()
-        }
+    let trusted = if source.v6 {
+        let mut data = [0u8; 20];
+        data[..4].copy_from_slice(&rule);
+        data[4..].copy_from_slice(&source.addr);
+        TRUSTED_V6.get(Key::new(160, data)).is_some()
+    } else {
+        let a = source.v4();
+        let data = [rule[0], rule[1], rule[2], rule[3], a[0], a[1], a[2], a[3]];
+        TRUSTED_V4.get(Key::new(64, data)).is_some()
     };
     !trusted
 }
@@ -91,24 +104,19 @@ pub fn settings() -> Settings {
 }
 
 fn source_bytes(source: &Source) -> ([u8; 16], u32) {
-    match source {
-        Source::V4(a) => (
-            [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            4,
-        ),
-        Source::V6(a) => (*a, 6),
-    }
+    (source.addr, if source.v6 { 6 } else { 4 })
 }
 
-fn emit(kind: u32, source: &Source, port: u16, detail: u16) {
+fn emit(kind: u32, source: &Source, t: &Transport, detail: u16) {
     let (addr, family) = source_bytes(source);
     let event = DetectionEvent {
         kind,
         family,
         addr,
-        port,
+        port: t.dst_port,
         detail,
-        pad: 0,
+        protocol: t.protocol,
+        pad: [0; 3],
     };
     // A full ring only costs the event, never the verdict.
     let _ = EVENTS.output::<DetectionEvent>(&event, 0);
@@ -151,7 +159,7 @@ pub fn flooding(source: &Source, t: &Transport, s: &Settings) -> bool {
     bucket.overruns += 1;
     let every = s.flood_event_every.max(1) as u64;
     if bucket.overruns % every == 0 {
-        emit(EVENT_FLOOD, source, t.dst_port, 0);
+        emit(EVENT_FLOOD, source, t, 0);
     }
     true
 }
@@ -212,10 +220,72 @@ extern "C" fn search_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Whether the request's User-Agent starts with a known scanner's signature.
+/// Room for one `struct bpf_sock_tuple` (36 bytes, rounded up for masked indexes).
+#[map]
+static TUPLE: PerCpuArray<[u8; 64]> = PerCpuArray::with_max_entries(1, 0);
+
+/// `tcp_state` value of an established connection (`BPF_TCP_ESTABLISHED`).
+const TCP_ESTABLISHED: u32 = 1;
+
+/// Whether the kernel holds an established TCP connection for this segment's four-tuple:
+/// then its source completed a handshake, so the address is real, not forged.
 #[inline(always)]
-pub fn scanner(ctx: &XdpContext, source: &Source, t: &Transport, s: &Settings) -> bool {
-    if t.protocol != IPPROTO_UDP || s.signatures == 0 || t.payload == 0 {
+fn established(ctx: &XdpContext, source: &Source, dest: &[u8; 16], t: &Transport) -> bool {
+    // struct bpf_sock_tuple: IPv4 {saddr, daddr, sport, dport} (12 bytes) or IPv6 (36),
+    // addresses and ports in network byte order; built in a map value (the stack is full).
+    let Some(tuple) = TUPLE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU map value, used only by this program run.
+    let tuple = unsafe { &mut *tuple };
+    let (alen, size) = if source.v6 { (16, 36) } else { (4, 12) };
+    for i in 0..16 {
+        if i < alen {
+            tuple[i] = source.addr[i];
+            tuple[alen + i] = dest[i];
+        }
+    }
+    let ports = [t.src_port.to_be_bytes(), t.dst_port.to_be_bytes()];
+    tuple[(2 * alen) & 63] = ports[0][0];
+    tuple[(2 * alen + 1) & 63] = ports[0][1];
+    tuple[(2 * alen + 2) & 63] = ports[1][0];
+    tuple[(2 * alen + 3) & 63] = ports[1][1];
+    // SAFETY: the tuple is a map value of 64 bytes; BPF_F_CURRENT_NETNS is -1.
+    let sk: *mut bpf_sock = unsafe {
+        bpf_sk_lookup_tcp(
+            ctx.ctx as *mut core::ffi::c_void,
+            tuple.as_mut_ptr() as *mut bpf_sock_tuple,
+            size,
+            u64::MAX,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: a socket the helper returned, released right after this read.
+    let state = unsafe { (*sk).state };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk as *mut core::ffi::c_void) };
+    state == TCP_ESTABLISHED
+}
+
+/// Whether the request's User-Agent starts with a known scanner's signature. Over UDP the
+/// hit is reported as spoofable evidence; over TCP it is reported only on an established
+/// connection (proven: the handshake was done), and a segment outside one is dropped
+/// silently, since anyone can forge it.
+#[inline(always)]
+pub fn scanner(
+    ctx: &XdpContext,
+    source: &Source,
+    dest: &[u8; 16],
+    t: &Transport,
+    s: &Settings,
+) -> bool {
+    if (t.protocol != IPPROTO_UDP && t.protocol != IPPROTO_TCP)
+        || s.signatures == 0
+        || t.payload == 0
+    {
         return false;
     }
     let total = ctx.data_end() - ctx.data();
@@ -292,7 +362,9 @@ pub fn scanner(ctx: &XdpContext, source: &Source, t: &Transport, s: &Settings) -
             && ua[2] & sig.mask[2] == sig.words[2]
             && ua[3] & sig.mask[3] == sig.words[3]
         {
-            emit(EVENT_SCANNER, source, t.dst_port, index as u16);
+            if t.protocol == IPPROTO_UDP || established(ctx, source, dest, t) {
+                emit(EVENT_SCANNER, source, t, index as u16);
+            }
             return true;
         }
     }

@@ -17,6 +17,8 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod geolite2;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn run(cmd: &mut Command) {

@@ -15,6 +15,23 @@ use serde_json::json;
 
 use crate::units::{duration_serde, rfc3339};
 
+/// The events `[notify] events` may name.
+pub const EVENTS: [&str; 3] = ["ban", "unban", "fallback"];
+
+/// Most extra attempts per webhook delivery: with [`MAX_BACKOFF`] one dead receiver holds
+/// the notification thread for a few minutes at worst.
+pub const MAX_RETRIES: u32 = 10;
+
+/// Longest wait between two webhook attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before retry `attempt` (0-based): 0.5 s doubling up to [`MAX_BACKOFF`].
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .checked_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+        .map_or(MAX_BACKOFF, |d| d.min(MAX_BACKOFF))
+}
+
 /// `[notify]`
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -24,12 +41,12 @@ pub struct NotifyConfig {
     /// Program run per event, with `PBXGUARD_EVENT`, `PBXGUARD_NET`, `PBXGUARD_REASON`,
     /// `PBXGUARD_SOURCE`, `PBXGUARD_EXPIRES` in its environment.
     pub command: Option<String>,
-    /// Which events: `ban`, `unban`, `fallback`.
+    /// Which events: any of [`EVENTS`].
     pub events: Vec<String>,
     /// Give up on one delivery after this long.
     #[serde(with = "duration_serde")]
     pub timeout: Duration,
-    /// Extra attempts after a failed delivery (with backoff).
+    /// Extra attempts after a failed delivery (with [`backoff`]), at most [`MAX_RETRIES`].
     pub retries: u32,
     /// At most this many notifications per minute; the rest are summed up in one
     /// `suppressed` notification.
@@ -171,17 +188,13 @@ fn run(rx: Receiver<Notice>, config: &NotifyConfig) {
 fn deliver(agent: &ureq::Agent, config: &NotifyConfig, notice: &Notice) {
     if let Some(url) = &config.webhook {
         let body = json!(notice);
-        let mut delay = Duration::from_millis(500);
         for attempt in 0..=config.retries {
             match agent.post(url).send_json(body.clone()) {
                 Ok(_) => break,
                 Err(e) if attempt == config.retries => {
                     tracing::warn!(url, error = %e, "webhook failed; giving up on this notification")
                 }
-                Err(_) => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
+                Err(_) => std::thread::sleep(backoff(attempt)),
             }
         }
     }
@@ -217,6 +230,25 @@ fn deliver(agent: &ureq::Agent, config: &NotifyConfig, notice: &Notice) {
                 }
             }
             Err(e) => tracing::warn!(command, error = %e, "notification command could not run"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_stays_at_the_cap() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        // Doubling 500 ms 70 times overflowed Duration (a panic in the notify thread).
+        for attempt in [6, 31, 32, 33, 64, 70, u32::MAX] {
+            assert_eq!(backoff(attempt), MAX_BACKOFF, "{attempt}");
+        }
+        for attempt in 0..100 {
+            assert!(backoff(attempt) <= backoff(attempt + 1));
         }
     }
 }

@@ -120,6 +120,12 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     if let Err(e) = addresses {
         tracing::warn!(error = %e, "cannot watch address changes; the host's addresses are read only at start");
     }
+    if config.trust.pbx_configs {
+        let engine = engine.clone();
+        crate::trust::watch::spawn(config.trust.clone(), move |found| {
+            engine.send_blocking(Command::PbxTrust(found))
+        });
+    }
     let mut running_sources = (config.source.clone(), config.filter.clone());
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;

@@ -1,17 +1,18 @@
 //! Geo rules: the countries a PBX never takes calls from, turned into CIDR sets for the
 //! XDP program (or nftables).
 //!
-//! The MaxMind database (`.mmdb`, e.g. GeoLite2-Country from geoipupdate) is walked once
-//! into networks; the ones to drop are aggregated into the fewest CIDRs and loaded into an
-//! LPM map. The daemon reloads them when the file is replaced.
+//! The MaxMind database (`.mmdb`: GeoLite2/GeoIP2 Country or City, from geoipupdate) is
+//! walked once into networks; the ones to drop are aggregated into the fewest CIDRs and
+//! loaded into an LPM map. The daemon reloads them when the file is replaced.
 
 use std::{
+    collections::{HashMap, hash_map::Entry},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use maxminddb::{Reader, geoip2};
+use maxminddb::Reader;
 use serde::{Deserialize, Serialize};
 
 /// `[geo]`
@@ -119,19 +120,37 @@ pub fn stamp(config: &GeoConfig) -> Option<Stamp> {
     Some((meta.dev(), meta.ino(), meta.size(), meta.mtime()))
 }
 
-fn open(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
-    Reader::open_readfile(path).map_err(|e| GeoError::Database {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+/// The only fields read from a record. Country and City databases both have them; the
+/// rest of a City record (names, subdivisions, location) is skipped.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<IsoCode<'a>>,
 }
 
-fn country_of<'a>(record: &geoip2::Country<'a>) -> Option<&'a str> {
-    record
-        .country
-        .as_ref()
-        .and_then(|c| c.iso_code)
-        .or_else(|| record.registered_country.as_ref().and_then(|c| c.iso_code))
+#[derive(Deserialize)]
+struct IsoCode<'a> {
+    iso_code: Option<&'a str>,
+}
+
+impl Record<'_> {
+    /// Where the address is used, else where its network is registered (anycast, satellite).
+    fn country(&self) -> Option<String> {
+        self.country
+            .as_ref()
+            .and_then(|c| c.iso_code)
+            .or_else(|| self.registered_country.as_ref().and_then(|c| c.iso_code))
+            .map(str::to_string)
+    }
+}
+
+fn database_error(path: &Path) -> impl Fn(String) -> GeoError + '_ {
+    move |message| GeoError::Database {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// The country of `ip` and whether the geo rules drop it.
@@ -139,12 +158,10 @@ pub fn lookup(config: &GeoConfig, ip: IpAddr) -> Result<(Option<String>, bool), 
     let Some(path) = &config.database else {
         return Ok((None, false));
     };
-    let reader = open(path)?;
-    let record: Option<geoip2::Country> = reader.lookup(ip).map_err(|e| GeoError::Database {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    let country = record.as_ref().and_then(country_of).map(str::to_string);
+    let err = database_error(path);
+    let reader = Reader::open_readfile(path).map_err(|e| err(e.to_string()))?;
+    let record: Option<Record> = reader.lookup(ip).map_err(|e| err(e.to_string()))?;
+    let country = record.as_ref().and_then(Record::country);
     let drops = config.drops(country.as_deref());
     Ok((country, drops))
 }
@@ -173,6 +190,9 @@ fn normalize(net: ipnetwork::IpNetwork) -> Option<IpNet> {
 }
 
 /// Every network the geo rules drop, aggregated.
+///
+/// A City database has millions of networks but far fewer distinct records, so the search
+/// tree is walked here (`tree::walk`) and each record is decoded once, not once per network.
 pub fn blocked_networks(config: &GeoConfig) -> Result<Vec<IpNet>, GeoError> {
     let Some(path) = &config.database else {
         return Ok(Vec::new());
@@ -180,34 +200,119 @@ pub fn blocked_networks(config: &GeoConfig) -> Result<Vec<IpNet>, GeoError> {
     if !config.active() {
         return Ok(Vec::new());
     }
-    let reader = open(path)?;
-    let err = |e: maxminddb::MaxMindDbError| GeoError::Database {
-        path: path.clone(),
-        message: e.to_string(),
-    };
-    let roots: Vec<ipnetwork::IpNetwork> = if reader.metadata.ip_version == 6 {
-        vec!["::/0".parse().expect("constant")]
-    } else {
-        vec!["0.0.0.0/0".parse().expect("constant")]
-    };
+    let err = database_error(path);
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let reader = Reader::from_source(bytes.as_slice()).map_err(|e| err(e.to_string()))?;
+    let mut countries: HashMap<usize, Option<String>> = HashMap::new();
     let mut blocked = Vec::new();
     let mut known = Vec::new();
-    for root in roots {
-        for item in reader.within::<geoip2::Country>(root).map_err(err)? {
-            let item = item.map_err(err)?;
-            let Some(net) = normalize(item.ip_net) else {
-                continue;
-            };
-            if config.drops(country_of(&item.info)) {
-                blocked.push(net);
-            }
+    let keep_known = config.unknown == Unknown::Drop;
+    let mut failure = None;
+    tree::walk(&bytes, &reader.metadata, |net, record| {
+        let Some(net) = normalize(net) else {
+            return true;
+        };
+        let country = match countries.entry(record) {
+            Entry::Occupied(cached) => cached.into_mut(),
+            // Any address of the network leads to this record.
+            Entry::Vacant(slot) => match reader.lookup::<Record>(net.network()) {
+                Ok(found) => slot.insert(found.as_ref().and_then(Record::country)),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    return false;
+                }
+            },
+        };
+        if config.drops(country.as_deref()) {
+            blocked.push(net);
+        }
+        if keep_known {
             known.push(net);
         }
+        true
+    })
+    .map_err(&err)?;
+    if let Some(message) = failure {
+        return Err(err(message));
     }
-    if config.unknown == Unknown::Drop {
+    if keep_known {
         blocked.extend(complement(&IpNet::aggregate(&known)));
     }
     Ok(IpNet::aggregate(&blocked))
+}
+
+/// The MaxMind DB search tree (<https://maxmind.github.io/MaxMind-DB/>), walked without
+/// decoding records.
+mod tree {
+    use maxminddb::Metadata;
+
+    /// Calls `visit(network, record)` for every network with data, in address order;
+    /// `record` identifies the data (equal for networks sharing it). The aliases of the IPv4
+    /// subtree in an IPv6 tree (`::ffff:0:0/96`, `2001::/32`, `2002::/16`) are skipped, as
+    /// the maxminddb crate's `within` does. Stops early when `visit` returns false.
+    pub fn walk(
+        bytes: &[u8],
+        meta: &Metadata,
+        mut visit: impl FnMut(ipnetwork::IpNetwork, usize) -> bool,
+    ) -> Result<(), String> {
+        let nodes = meta.node_count as usize;
+        let node_bytes = match meta.record_size {
+            24 | 28 | 32 => usize::from(meta.record_size) / 4,
+            other => return Err(format!("unsupported record size {other}")),
+        };
+        let tree = nodes
+            .checked_mul(node_bytes)
+            .and_then(|len| bytes.get(..len))
+            .ok_or("the search tree is longer than the file")?;
+        let read = |node: usize, right: bool| -> usize {
+            let b = &tree[node * node_bytes..(node + 1) * node_bytes];
+            let be = |s: &[u8]| s.iter().fold(0usize, |acc, &x| acc << 8 | usize::from(x));
+            match (node_bytes, right) {
+                (6, false) => be(&b[0..3]),
+                (6, true) => be(&b[3..6]),
+                (7, false) => usize::from(b[3] & 0xf0) << 20 | be(&b[0..3]),
+                (7, true) => usize::from(b[3] & 0x0f) << 24 | be(&b[4..7]),
+                (_, false) => be(&b[0..4]),
+                (_, true) => be(&b[4..8]),
+            }
+        };
+        let bits: u8 = if meta.ip_version == 6 { 128 } else { 32 };
+        // The node the IPv4 subtree hangs from in an IPv6 tree (`::/96`).
+        let mut ipv4_start = 0;
+        if bits == 128 {
+            for _ in 0..96 {
+                if ipv4_start >= nodes {
+                    break;
+                }
+                ipv4_start = read(ipv4_start, false);
+            }
+        }
+        // (node, address so far, prefix length); left (0) is visited before right (1).
+        let mut stack: Vec<(usize, u128, u8)> = vec![(0, 0, 0)];
+        while let Some((node, address, depth)) = stack.pop() {
+            if node == ipv4_start && ipv4_start != 0 && address > u128::from(u32::MAX) {
+                continue;
+            }
+            if node > nodes {
+                let net = if bits == 128 {
+                    ipnetwork::Ipv6Network::new(address.into(), depth).map(Into::into)
+                } else {
+                    ipnetwork::Ipv4Network::new((address as u32).into(), depth).map(Into::into)
+                };
+                if !visit(net.map_err(|e| e.to_string())?, node) {
+                    return Ok(());
+                }
+            } else if node < nodes {
+                if depth >= bits {
+                    return Err("the search tree is deeper than an address".into());
+                }
+                let one = address | 1u128 << (bits - 1 - depth);
+                stack.push((read(node, true), one, depth + 1));
+                stack.push((read(node, false), address, depth + 1));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every address not in `nets` (aggregated, sorted), as CIDRs, for both families;
@@ -357,6 +462,67 @@ mod tests {
                 .to_string(),
             "2001:db8::/32"
         );
+    }
+
+    /// A two-node IPv4 tree in each record size: 0.0.0.0/2 empty, 64.0.0.0/2 -> record B,
+    /// 128.0.0.0/1 -> record A.
+    #[test]
+    fn the_tree_walk_reads_every_record_size() {
+        let nodes = 2usize;
+        let (a, b, empty) = (nodes + 16, nodes + 20, nodes);
+        for size in [24u16, 28, 32] {
+            let node = |left: usize, right: usize| -> Vec<u8> {
+                match size {
+                    24 => [&left.to_be_bytes()[5..], &right.to_be_bytes()[5..]].concat(),
+                    28 => {
+                        let (l, r) = (left.to_be_bytes(), right.to_be_bytes());
+                        let middle = (l[4] & 0x0f) << 4 | (r[4] & 0x0f);
+                        [&l[5..], &[middle], &r[5..]].concat()
+                    }
+                    _ => [&left.to_be_bytes()[4..], &right.to_be_bytes()[4..]].concat(),
+                }
+            };
+            // Values above 2^24 exercise the 28- and 32-bit high bits.
+            let big = if size == 24 { 0 } else { 1 << 24 };
+            let bytes = [node(1, a + big), node(empty, b + big)].concat();
+            let meta = maxminddb::Metadata {
+                binary_format_major_version: 2,
+                binary_format_minor_version: 0,
+                build_epoch: 0,
+                database_type: "test".into(),
+                description: Default::default(),
+                ip_version: 4,
+                languages: Vec::new(),
+                node_count: nodes as u32,
+                record_size: size,
+            };
+            let mut seen = Vec::new();
+            tree::walk(&bytes, &meta, |net, record| {
+                seen.push((net.to_string(), record));
+                true
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                [
+                    ("64.0.0.0/2".to_string(), b + big),
+                    ("128.0.0.0/1".to_string(), a + big)
+                ],
+                "record size {size}"
+            );
+        }
+        let truncated = maxminddb::Metadata {
+            binary_format_major_version: 2,
+            binary_format_minor_version: 0,
+            build_epoch: 0,
+            database_type: "test".into(),
+            description: Default::default(),
+            ip_version: 6,
+            languages: Vec::new(),
+            node_count: 1000,
+            record_size: 28,
+        };
+        assert!(tree::walk(&[0; 70], &truncated, |_, _| true).is_err());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct HostAddress {
 pub struct Guard {
     allow: Vec<IpNet>,
     host: Vec<HostAddress>,
+    /// Peers named in the PBX's own configs, with where (`file:line`).
+    pbx: Vec<(IpNet, String)>,
 }
 
 const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
@@ -47,7 +49,18 @@ impl Guard {
         Guard {
             allow: allow.to_vec(),
             host,
+            pbx: Vec::new(),
         }
+    }
+
+    /// Replaces the allowlist (after a reload).
+    pub fn set_allowlist(&mut self, allow: &[IpNet]) {
+        self.allow = allow.to_vec();
+    }
+
+    /// Replaces the peers trusted from the PBX configs.
+    pub fn set_pbx_trusted(&mut self, pbx: Vec<(IpNet, String)>) {
+        self.pbx = pbx;
     }
 
     /// Replaces the host's addresses (after a netlink address change).
@@ -66,6 +79,12 @@ impl Guard {
         if let Some(allowed) = self.allow.iter().find(|a| a.contains(net)) {
             return refuse(format!(
                 "it is inside the allowlisted network {allowed} ([allow] networks)"
+            ));
+        }
+        // A ban covering a PBX peer would cut the PBX off from its trunk: refused both ways.
+        if let Some((trusted, from)) = self.pbx.iter().find(|(t, _)| overlaps(net, t)) {
+            return refuse(format!(
+                "it covers {trusted}, a peer the PBX is configured to use ({from}; [trust] pbx_configs)"
             ));
         }
         for loopback in LOOPBACK {

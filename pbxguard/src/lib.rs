@@ -20,4 +20,5 @@ pub mod notify;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod trust;
 pub mod units;

@@ -122,6 +122,14 @@ pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
         "# HELP pbxguard_ignored_failures_total Failures from protected addresses, never counted.\n# TYPE pbxguard_ignored_failures_total counter\npbxguard_ignored_failures_total {}\n",
         status.ignored_failures
     ));
+    w(format!(
+        "# HELP pbxguard_ignored_spoofable_total Spoofable evidence against known addresses, never counted.\n# TYPE pbxguard_ignored_spoofable_total counter\npbxguard_ignored_spoofable_total {}\n",
+        status.ignored_spoofable
+    ));
+    w(format!(
+        "# HELP pbxguard_known_addresses Addresses known from success lines.\n# TYPE pbxguard_known_addresses gauge\npbxguard_known_addresses {}\n",
+        status.known
+    ));
     w("# HELP pbxguard_time_to_ban_seconds From a failure being read to its ban being enforced.\n# TYPE pbxguard_time_to_ban_seconds histogram\n".into());
     let h = &detection.time_to_ban;
     for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
@@ -139,9 +147,8 @@ pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
 /// Serves GET /metrics until the listener is dropped.
 pub async fn serve(listener: TcpListener, engine: EngineHandle) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let (mut stream, _) =
+            crate::control::accept_with_backoff("metrics endpoint", || listener.accept()).await;
         let engine = engine.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];

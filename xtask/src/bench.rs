@@ -6,7 +6,8 @@
 //! 2. Time to ban: from a failure line appended to a followed log to the ban being in the
 //!    XDP map, p50/p99 over 1,000 bans (the `time_to_ban` example, in a namespace lab).
 //! 3. Drop rate of the XDP and nftables backends under a trafgen flood, with 1 and 100,000
-//!    bans, and the cost of adding 100,000 bans (the `drop_rate` example).
+//!    bans, and the cost of adding 100,000 bans; then the XDP perimeter rules with a real geo
+//!    set from the GeoLite2-City that `setup` installs (the `drop_rate` example).
 
 use std::{
     io::Write as _,

@@ -122,17 +122,9 @@ fn main() -> anyhow::Result<()> {
             bench::matcher(&release_bin(), &work)?;
             println!("\n== time to ban");
             let bin = release_bin().display().to_string();
-            cargo(&[
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "pbxguard",
-                "--example",
-                "time_to_ban",
-                "--",
-                &bin,
-            ])
+            example(&["time_to_ban", "--", &bin])?;
+            println!();
+            example(&["drop_rate"])
         }
         Task::Install { destdir } => {
             setup::run()?;
@@ -179,6 +171,13 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(Command::new(env!("CARGO")).args(args))
+}
+
+/// Runs one of pbxguard's examples (the benchmarks) in release mode.
+fn example(args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["run", "--release", "-q", "-p", "pbxguard", "--example"];
+    full.extend_from_slice(args);
+    cargo(&full)
 }
 
 fn build() -> anyhow::Result<()> {

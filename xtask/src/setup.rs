@@ -7,7 +7,8 @@ use anyhow::{Context as _, bail};
 /// Debian packages the daemon, its tests and the demo use (`systemd-journal-remote` writes
 /// the journal files the journal-source tests follow; `sipvicious` is the scanner the
 /// perimeter tests must stop and `sip-tester` (sipp) the phone they must let through;
-/// `libmaxmind-db-writer-perl` builds the geo tests' databases).
+/// `libmaxmind-db-writer-perl` builds the geo tests' databases; `kamailio` and `rsyslog` are
+/// the real PBX and syslog of `tests/kamailio_e2e.rs`).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -18,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "sipvicious",
     "libmaxmind-db-writer-perl",
     "sip-tester",
+    "kamailio",
+    "rsyslog",
 ];
 /// The bpf-linker release verified against the pinned nightly (ARCHITECTURE.md, "Crate layout").
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -28,6 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly()?;
     bpf_linker()?;
     cargo_deb()?;
+    geolite2()?;
     Ok(())
 }
 
@@ -46,18 +50,28 @@ fn check(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Debian's `kamailio` package enables and starts `kamailio.service`, a SIP proxy on every
+/// address; the tests run their own inside a namespace, so when setup itself installs the
+/// package it stops and disables that unit again (a Kamailio installed before is left alone).
 fn apt() -> anyhow::Result<()> {
-    install_missing(APT_PACKAGES)
+    let had_kamailio = installed("kamailio");
+    install_missing(APT_PACKAGES)?;
+    if !had_kamailio && std::path::Path::new("/run/systemd/system").exists() {
+        check(Command::new("systemctl").args(["disable", "--now", "kamailio.service"]))?;
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
 }
 
 fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|pkg| {
-            output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-                .is_none_or(|s| !s.contains("install ok installed"))
-        })
+        .filter(|pkg| !installed(pkg))
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -179,4 +193,63 @@ fn bpf_linker() -> anyhow::Result<()> {
             .arg(format!("llvm-{major}"))
             .env("LLVM_PREFIX", &sysroot),
     )
+}
+
+/// The real GeoLite2-City database (PyPI `maxminddb-geolite2`, pinned) and the Python
+/// `maxminddb` reader, pip-installed into a directory of their own, for the geo test and the
+/// bench (`pbxguard_lab::geolite2`).
+fn geolite2() -> anyhow::Result<()> {
+    use pbxguard_lab::geolite2::{CITY_DB, PACKAGE_VERSION, PYTHON_DIR, READER_VERSION};
+    let dir = std::path::Path::new(PYTHON_DIR);
+    let present = [
+        format!("maxminddb_geolite2-{PACKAGE_VERSION}.dist-info"),
+        format!("maxminddb-{READER_VERSION}.dist-info"),
+    ]
+    .iter()
+    .all(|info| dir.join(info).is_dir());
+    if present && std::path::Path::new(CITY_DB).is_file() {
+        return Ok(());
+    }
+    if output(Command::new("python3").args(["-m", "pip", "--version"])).is_none() {
+        install_missing(&["python3-pip"])?;
+    }
+    eprintln!("setup: installing maxminddb-geolite2 {PACKAGE_VERSION} into {PYTHON_DIR}");
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {PYTHON_DIR} (run cargo xtask setup as root)"))?;
+    // --target installs outside every Python environment (and so past Debian's
+    // externally-managed marker); --upgrade replaces an older copy there.
+    check(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--root-user-action=ignore", "--upgrade", "--target"])
+            .arg(dir)
+            .arg(format!("maxminddb-geolite2=={PACKAGE_VERSION}"))
+            .arg(format!("maxminddb=={READER_VERSION}")),
+    )?;
+    let db = output(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import _maxminddb_geolite2 as g; print(g.geolite2_database())",
+            ])
+            .env("PYTHONPATH", dir),
+    )
+    .context("maxminddb-geolite2 installed but its database path cannot be imported")?;
+    let db = std::path::PathBuf::from(db.trim());
+    if !db.is_file() {
+        bail!(
+            "maxminddb-geolite2 names {} but it is missing",
+            db.display()
+        );
+    }
+    let link = std::path::Path::new(CITY_DB);
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&db, link)
+        .with_context(|| format!("symlinking {} to {}", link.display(), db.display()))
 }

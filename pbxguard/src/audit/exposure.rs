@@ -48,6 +48,11 @@ impl PbxguardConfig {
         PbxguardConfig { config }
     }
 
+    /// The parsed config, when the host has a valid one.
+    pub fn config(&self) -> Option<&Config> {
+        self.config.as_ref()
+    }
+
     fn covers(&self, port: u16, proto: u8) -> bool {
         self.config.as_ref().is_some_and(|c| {
             c.protect

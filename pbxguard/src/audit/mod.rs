@@ -7,7 +7,8 @@
 
 mod exposure;
 mod freeswitch;
-mod ini;
+pub(crate) mod ini;
+mod logging;
 mod platform;
 mod sip;
 mod ssh;
@@ -175,6 +176,7 @@ pub fn run(root: &Root) -> Vec<Finding> {
     findings.extend(exposure::check(root, &pbxguard, &sip));
     findings.extend(sip.findings());
     findings.extend(freeswitch::check(root));
+    findings.extend(logging::check(root, &pbxguard));
     findings.extend(ssh::check(root));
     findings.extend(platform::check(root));
     findings.extend(exposure::fraud_readiness(&pbxguard));

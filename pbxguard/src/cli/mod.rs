@@ -69,6 +69,15 @@ pub enum Command {
     Bans(BansCommand),
     /// Show packets and bytes per verdict reason.
     Stats(JsonFlag),
+    /// Everything the daemon knows about an address: protections (allowlist, PBX config
+    /// with file and line, host address), failures counted, bans covering it, offenses.
+    Explain {
+        /// The address, e.g. 203.0.113.5.
+        ip: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file; exits non-zero and names the file, line and key on error.
     CheckConfig,
     /// Make the running daemon re-read its config (like `systemctl reload pbxguard`); a bad
@@ -261,6 +270,11 @@ pub fn main(cli: Cli) -> Exit {
         Command::Stats(flag) => client(&cli.config, cli.socket, Request::Stats, |data| {
             output::stats(data, flag.json)
         }),
+        Command::Explain { ip, json } => {
+            client(&cli.config, cli.socket, Request::Explain { ip }, |data| {
+                output::explain(data, json)
+            })
+        }
         Command::Bans(BansCommand::List(flag)) => {
             client(&cli.config, cli.socket, Request::ListBans, |data| {
                 output::bans(data, flag.json)

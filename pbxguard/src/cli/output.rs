@@ -102,11 +102,29 @@ pub fn status(data: &Value, as_json: bool) -> String {
         out.push_str(&format!("backend note: {}\n", clean(note)));
     }
     out.push_str(&format!("interfaces: {}\n", interfaces.join(", ")));
+    for off in data["rules_off"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "rule off: {}: {}\n",
+            clean(text(off, "rule")),
+            clean(text(off, "reason"))
+        ));
+    }
     out.push_str(&format!(
         "bans: {} active\nallowlist: {} networks\n",
         num(data, "bans"),
         num(data, "allowlisted")
     ));
+    out.push_str(&format!(
+        "known from success lines: {} (spoofable evidence against them ignored: {})\n",
+        num(data, "known"),
+        num(data, "ignored_spoofable")
+    ));
+    if let Some(peers) = data["pbx_trusted"].as_array().filter(|p| !p.is_empty()) {
+        out.push_str(&format!(
+            "trusted from the PBX configs: {} (never banned; `status --json` names file and line)\n",
+            peers.len()
+        ));
+    }
     let mode = text(data, "mode");
     if mode == "observe" {
         out.push_str(&format!(
@@ -168,6 +186,10 @@ pub fn bans(data: &Value, as_json: bool) -> String {
                 .as_u64()
                 .map(|f| f.to_string())
                 .unwrap_or_else(|| "-".into()),
+            b["evidence"]
+                .as_str()
+                .map(clean)
+                .unwrap_or_else(|| "-".into()),
             clean(text(b, "reason")),
             text(b, "created").to_string(),
             b["expires"]
@@ -181,7 +203,7 @@ pub fn bans(data: &Value, as_json: bool) -> String {
     }
     table(
         &[
-            "NET", "SOURCE", "RULE", "FAILURES", "REASON", "CREATED", "EXPIRES",
+            "NET", "SOURCE", "RULE", "FAILURES", "EVIDENCE", "REASON", "CREATED", "EXPIRES",
         ],
         &rows,
     )
@@ -219,4 +241,63 @@ pub fn stats(data: &Value, as_json: bool) -> String {
         ]
     });
     table(&["REASON", "ACTION", "PACKETS", "BYTES"], &rows)
+}
+
+/// `pbxguard explain IP`
+pub fn explain(data: &Value, as_json: bool) -> String {
+    if as_json {
+        return format!("{data:#}\n");
+    }
+    let mut out = format!("{}\n", text(data, "ip"));
+    match data["never_banned"].as_str() {
+        Some(why) => out.push_str(&format!("  never banned: {}\n", clean(why))),
+        None => out.push_str("  may be banned (not allowlisted, not a PBX peer, not this host)\n"),
+    }
+    for peer in data["pbx_trusted"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  PBX peer: {} ({} at {}:{})\n",
+            text(peer, "net"),
+            text(peer, "origin"),
+            clean(text(peer, "file")),
+            num(peer, "line")
+        ));
+    }
+    if let Some(known) = data["known"].as_object() {
+        out.push_str(&format!(
+            "  known since {} until {} (success line: {} {}); spoofable evidence never bans it\n",
+            known.get("since").and_then(Value::as_str).unwrap_or("?"),
+            known.get("until").and_then(Value::as_str).unwrap_or("?"),
+            known.get("filter").and_then(Value::as_str).unwrap_or("?"),
+            known.get("rule").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+    out.push_str(&format!(
+        "  failures counted for {}: {}\n",
+        text(data, "tracked_as"),
+        num(data, "failures")
+    ));
+    if let Some(offense) = data["offense"].as_object() {
+        out.push_str(&format!(
+            "  offenses: {} (last {})\n",
+            offense.get("count").and_then(Value::as_u64).unwrap_or(0),
+            offense.get("last").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+    let bans = data["bans"].as_array().cloned().unwrap_or_default();
+    if bans.is_empty() {
+        out.push_str("  not banned\n");
+    }
+    for ban in &bans {
+        let until = ban["expires"].as_str().unwrap_or("permanent");
+        out.push_str(&format!(
+            "  banned by {} until {until}: {} ({})\n",
+            text(ban, "net"),
+            clean(text(ban, "reason")),
+            clean(text(ban, "source"))
+        ));
+    }
+    if data["geo_blocked"].as_bool() == Some(true) {
+        out.push_str("  in a geo-blocked network\n");
+    }
+    out
 }

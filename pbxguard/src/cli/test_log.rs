@@ -29,31 +29,29 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// The filters to run: the named ones (built-in or from the config), or every built-in and
-/// configured filter when none is named.
+/// The filters to run: the named ones (built-in or from the config), or every built-in
+/// filter (opt-in ones included: this only reports, it bans nothing) and every configured
+/// one when none is named.
 pub fn select(config: Option<&Config>, names: &[String]) -> Result<Vec<FilterSpec>, String> {
-    let lookup = |name: &str| {
-        config
-            .and_then(|c| c.filter_spec(name))
-            .or_else(|| filters::named(name))
-    };
+    let own = config.map(|c| c.filter.as_slice()).unwrap_or_default();
     if names.is_empty() {
         let mut all = filters::builtin();
-        all.extend(config.map(|c| c.filter.clone()).unwrap_or_default());
+        all.extend(own.iter().cloned());
         return Ok(all);
     }
     names
         .iter()
         .map(|name| {
-            lookup(name).ok_or_else(|| {
-                let mut known: Vec<String> = filters::NAMES.iter().map(|s| s.to_string()).collect();
-                known.extend(
-                    config
-                        .map(|c| c.filter.iter().map(|f| f.name.clone()).collect::<Vec<_>>())
-                        .unwrap_or_default(),
-                );
-                format!("no filter called `{name}`; known: {}", known.join(", "))
-            })
+            own.iter()
+                .find(|f| f.name == *name)
+                .cloned()
+                .or_else(|| filters::named(name))
+                .ok_or_else(|| {
+                    format!(
+                        "no filter called `{name}`; known: {}",
+                        filters::known_names(own.iter().map(|f| f.name.as_str()))
+                    )
+                })
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 //! no key. Counting here, the way the daemon fills the maps (distinct keys), lets
 //! `check-config`, start and reload reject it with the key, its line and the limit instead.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ipnet::IpNet;
 use pbxguard_common::{
@@ -59,16 +59,35 @@ impl Config {
                 ),
             ));
         }
-        let mut ports: HashSet<&PortSpec> = HashSet::new();
+        // A port in two rules would mean "the first rule's networks" to XDP (one map entry
+        // per port) and "networks trusted by every rule" to nftables, so it is refused.
+        let mut ports: HashMap<&PortSpec, usize> = HashMap::new();
         for (i, rule) in self.protect.iter().enumerate() {
-            ports.extend(rule.ports.iter());
+            for port in &rule.ports {
+                match ports.get(port) {
+                    Some(&first) if first != i => {
+                        return Err((
+                            format!("protect[{i}].ports"),
+                            format!(
+                                "`{port}` is already protected by [[protect]] rule {} \
+                                 (protect[{first}]): a port belongs to one rule; list every \
+                                 network trusted on it in that rule's `trusted`",
+                                first + 1
+                            ),
+                        ));
+                    }
+                    _ => {
+                        ports.insert(port, i);
+                    }
+                }
+            }
             if ports.len() > MAX_PROTECTED_PORTS as usize {
                 return Err((
                     format!("protect[{i}].ports"),
                     format!(
                         "more than {MAX_PROTECTED_PORTS} distinct protected ports over all \
                          [[protect]] rules up to this one, the most the XDP program holds: \
-                         protect fewer ports (a port is enforced by the first rule naming it)"
+                         protect fewer ports"
                     ),
                 ));
             }

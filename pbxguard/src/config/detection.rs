@@ -48,7 +48,7 @@ pub struct PolicyConfig {
     pub bantime: BanDuration,
     /// Each further ban of the same address lasts this many times longer.
     pub bantime_factor: f64,
-    /// Escalation stops here (`permanent` lets it grow without bound).
+    /// Escalation stops here (`permanent` lets it grow up to 100 years).
     pub bantime_max: BanDuration,
     /// Ban permanently from this offense on (0 = never).
     pub permanent_after: u32,
@@ -59,6 +59,10 @@ pub struct PolicyConfig {
     pub ipv6_prefix: u8,
     /// Per-filter overrides: `[policy.filter.sshd] maxretry = 3`.
     pub filter: BTreeMap<String, Thresholds>,
+    /// How long an address stays *known* after a success line (spoofable evidence never
+    /// counts against it); `0s` learns nothing.
+    #[serde(with = "duration_serde")]
+    pub known_for: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -74,6 +78,7 @@ impl Default for PolicyConfig {
             forget_after: Duration::from_secs(30 * 86400),
             ipv6_prefix: 64,
             filter: BTreeMap::new(),
+            known_for: Duration::from_secs(7 * 86400),
         }
     }
 }

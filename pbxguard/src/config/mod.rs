@@ -20,6 +20,7 @@ mod error;
 mod perimeter;
 #[cfg(test)]
 mod tests;
+mod trust;
 mod validate;
 
 pub use daemon::{DaemonConfig, MetricsConfig};
@@ -29,6 +30,7 @@ pub use error::ConfigError;
 pub use perimeter::{
     DEFAULT_SCANNERS, FloodConfig, PortSpec, ProtectConfig, ScannersConfig, SipConfig,
 };
+pub use trust::TrustConfig;
 
 use error::{key_line, line_of};
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Webhook and command hook on ban, unban and fallback.
     pub notify: crate::alert::NotifyConfig,
+    /// Peers trusted from the PBX's own configuration.
+    pub trust: TrustConfig,
 }
 
 impl Config {
@@ -110,13 +114,17 @@ impl Config {
         Ok(config)
     }
 
-    /// Names of every usable filter: built-in and `[[filter]]`.
+    /// Names of every usable filter: built-in (opt-in ones included) and `[[filter]]`.
     pub fn filter_names(&self) -> Vec<String> {
-        filters::NAMES
-            .iter()
-            .map(|s| s.to_string())
+        filters::names()
+            .map(str::to_string)
             .chain(self.filter.iter().map(|f| f.name.clone()))
             .collect()
+    }
+
+    /// The usable filter names as a "known: ..." message lists them.
+    pub fn known_filters(&self) -> String {
+        filters::known_names(self.filter.iter().map(|f| f.name.as_str()))
     }
 
     /// The filter spec called `name`: an admin's `[[filter]]` or a built-in.

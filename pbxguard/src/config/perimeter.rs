@@ -101,6 +101,9 @@ pub struct FloodConfig {
     /// Every this many over-limit packets count as one failure toward a ban (filter
     /// `sip-flood`, banned at the first one unless `[policy.filter.sip-flood]` says otherwise).
     pub overruns_per_failure: u32,
+    /// Failures (each `overruns_per_failure` over-limit packets) within `findtime` that ban:
+    /// a flood can come from forged source addresses, so one is not enough.
+    pub failures_to_ban: u32,
 }
 
 impl Default for FloodConfig {
@@ -109,6 +112,7 @@ impl Default for FloodConfig {
             packets_per_second: 100,
             burst: 400,
             overruns_per_failure: 200,
+            failures_to_ban: 3,
         }
     }
 }
@@ -120,6 +124,10 @@ pub struct ScannersConfig {
     /// User-Agent prefixes of SIP scanners (case-insensitive, at most 32 bytes each, at most
     /// 32 entries); `[]` turns the check off.
     pub user_agents: Vec<String>,
+    /// Hits over UDP within `findtime` that ban a source: one forged datagram can carry a
+    /// scanner's User-Agent and any source address. Each hit is dropped at once; over an
+    /// established TCP connection one hit bans.
+    pub udp_hits: u32,
 }
 
 /// Scanners seen in the wild, by the User-Agent they announce.
@@ -144,6 +152,7 @@ impl Default for ScannersConfig {
     fn default() -> Self {
         Self {
             user_agents: DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect(),
+            udp_hits: 3,
         }
     }
 }

@@ -265,13 +265,35 @@ fn too_many_protect_rules_are_named() {
 #[test]
 fn protected_ports_at_capacity_are_accepted() {
     let max = pbxguard_common::MAX_PROTECTED_PORTS as usize;
-    // Repeating a port in a later rule takes no further entry.
+    // Repeating a port within its own rule takes no further entry.
     let text = format!(
         "{MINIMAL}{}{}",
-        protect_rule(ports(max), &["192.0.2.1"]),
-        protect_rule(ports(1), &["192.0.2.2"])
+        protect_rule(ports(max - 1).chain(ports(1)), &["192.0.2.1"]),
+        protect_rule(ports(1).map(|_| "22/tcp".to_string()), &["192.0.2.2"])
     );
     parse(&text).unwrap();
+}
+
+#[test]
+fn a_port_in_two_protect_rules_is_named() {
+    // XDP enforced the first rule naming a port, nftables every rule: refused instead.
+    let text = format!(
+        "{MINIMAL}{}{}",
+        protect_rule(
+            ["5060/udp", "22/tcp"].map(String::from).into_iter(),
+            &["192.0.2.1"]
+        ),
+        protect_rule(
+            ["5061/tcp", "5060/UDP"].map(String::from).into_iter(),
+            &["192.0.2.2"]
+        )
+    );
+    assert_error(
+        &text,
+        7,
+        "protect[1].ports",
+        "`5060/udp` is already protected by [[protect]] rule 1 (protect[0])",
+    );
 }
 
 #[test]
@@ -342,4 +364,102 @@ fn too_many_scanner_signatures_are_named() {
         "scanners.user_agents",
         "at most 32 entries",
     );
+}
+
+#[test]
+fn unknown_notify_event_is_named() {
+    assert_error(
+        &format!(
+            "{MINIMAL}[notify]\nwebhook = \"http://127.0.0.1:9/\"\nevents = [\"ban\", \"bans\"]\n"
+        ),
+        5,
+        "notify.events",
+        "`bans` is not an event: use any of \"ban\", \"unban\", \"fallback\"",
+    );
+}
+
+#[test]
+fn too_many_webhook_retries_are_named() {
+    assert_error(
+        &format!("{MINIMAL}[notify]\nretries = 70\n"),
+        4,
+        "notify.retries",
+        "70 is too many: use 0 to 10",
+    );
+}
+
+/// Every duration key, each with zero, with more than 100 years, and with a number too big
+/// for any clock: refused with file, line and key, never accepted (10000y once passed
+/// check-config and then panicked the detector).
+#[test]
+fn zero_and_overlong_durations_are_named_for_every_key() {
+    let keys = [
+        ("[policy]", "findtime", "policy.findtime", false),
+        ("[policy]", "bantime", "policy.bantime", true),
+        ("[policy]", "bantime_max", "policy.bantime_max", true),
+        ("[policy]", "forget_after", "policy.forget_after", false),
+        (
+            "[policy.filter.sshd]",
+            "findtime",
+            "policy.filter.sshd.findtime",
+            false,
+        ),
+        (
+            "[policy.filter.sshd]",
+            "bantime",
+            "policy.filter.sshd.bantime",
+            true,
+        ),
+        ("[ban]", "default_duration", "ban.default_duration", true),
+        ("[notify]", "timeout", "notify.timeout", false),
+        (
+            "[offhours]\nschedule = [\"Sat-Sun\"]",
+            "findtime",
+            "offhours.findtime",
+            false,
+        ),
+        (
+            "[offhours]\nschedule = [\"Sat-Sun\"]",
+            "bantime",
+            "offhours.bantime",
+            true,
+        ),
+        (
+            "[[source]]\npath = \"/var/log/auth.log\"\nfilters = [\"sshd\"]",
+            "findtime",
+            "source[0].findtime",
+            false,
+        ),
+        (
+            "[[source]]\npath = \"/var/log/auth.log\"\nfilters = [\"sshd\"]",
+            "bantime",
+            "source[0].bantime",
+            true,
+        ),
+    ];
+    for (section, key, path, ban) in keys {
+        let line = 3 + section.lines().count();
+        let zero_hint = if ban {
+            "write `permanent`"
+        } else {
+            "give a length"
+        };
+        for (value, words) in [
+            ("0", zero_hint),
+            ("0s", zero_hint),
+            ("10000y", "longer than 100 years"),
+            ("101y", "longer than 100 years"),
+            ("580000000000y", "longer than 100 years"),
+            ("99999999999999999999999s", "longer than 100 years"),
+        ] {
+            assert_error(
+                &format!("{MINIMAL}{section}\n{key} = \"{value}\"\n"),
+                line,
+                path,
+                words,
+            );
+        }
+        // The bound itself is accepted.
+        parse(&format!("{MINIMAL}{section}\n{key} = \"100y\"\n")).unwrap();
+    }
 }

@@ -36,6 +36,12 @@ impl Config {
                 ));
             }
         }
+        if self.scanners.udp_hits == 0 {
+            return Err(("scanners.udp_hits".into(), "must be at least 1".into()));
+        }
+        if self.flood.failures_to_ban == 0 {
+            return Err(("flood.failures_to_ban".into(), "must be at least 1".into()));
+        }
         if self.flood.packets_per_second > 0 && self.flood.burst == 0 {
             return Err((
                 "flood.burst".into(),
@@ -91,8 +97,9 @@ impl Config {
                 return Err((
                     format!("policy.filter.{name}"),
                     format!(
-                        "no filter called `{name}`; known: {}",
-                        self.filter_names().join(", ")
+                        "no filter called `{name}`; known: {}; XDP: {}",
+                        self.known_filters(),
+                        XDP_FILTERS.join(", ")
                     ),
                 ));
             }
@@ -130,7 +137,7 @@ impl Config {
                     ),
                 ));
             }
-            if filters::NAMES.contains(&f.name.as_str())
+            if filters::names().any(|n| n == f.name)
                 || self.filter[..i].iter().any(|o| o.name == f.name)
             {
                 return Err((
@@ -173,14 +180,14 @@ impl Config {
             if s.filters.is_empty() {
                 return Err((
                     format!("{key}.filters"),
-                    format!("no filters: name at least one of {}", known.join(", ")),
+                    format!("no filters: name at least one of {}", self.known_filters()),
                 ));
             }
             for name in &s.filters {
                 if !known.contains(name) {
                     return Err((
                         format!("{key}.filters"),
-                        format!("no filter called `{name}`; known: {}", known.join(", ")),
+                        format!("no filter called `{name}`; known: {}", self.known_filters()),
                     ));
                 }
             }
@@ -191,7 +198,7 @@ impl Config {
         Ok(())
     }
 
-    /// Checks of `[enforce]`, `[ban]` and `[daemon]`.
+    /// Checks of `[enforce]`, `[ban]`, `[notify]` and `[daemon]`.
     fn validate_basics(&self) -> Result<(), (&'static str, String)> {
         if self.enforce.interfaces.is_empty() {
             return Err((
@@ -214,6 +221,28 @@ impl Config {
                     "{} is out of range: use 1 to {MAX_BAN_ENTRIES} (default {})",
                     self.ban.max_entries,
                     pbxguard_common::DEFAULT_MAX_BANS
+                ),
+            ));
+        }
+        for event in &self.notify.events {
+            if !crate::alert::EVENTS.contains(&event.as_str()) {
+                return Err((
+                    "notify.events",
+                    format!(
+                        "`{event}` is not an event: use any of \"{}\"",
+                        crate::alert::EVENTS.join("\", \"")
+                    ),
+                ));
+            }
+        }
+        if self.notify.retries > crate::alert::MAX_RETRIES {
+            return Err((
+                "notify.retries",
+                format!(
+                    "{} is too many: use 0 to {} (each waits longer, up to {} s)",
+                    self.notify.retries,
+                    crate::alert::MAX_RETRIES,
+                    crate::alert::MAX_BACKOFF.as_secs()
                 ),
             ));
         }

@@ -8,8 +8,9 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::{CaptureLocations, Regex};
 
 use super::{
-    FilterSpec,
+    Evidence, FilterSpec, Kind,
     pattern::{self, PatternError},
+    prefilter::{self, Prefilter},
 };
 
 /// A line that matched: which filter and rule, and the source address at the rule's
@@ -22,11 +23,17 @@ pub struct Match {
     pub rule: Arc<str>,
     /// The source address (IPv4-mapped IPv6 is returned as IPv4).
     pub ip: IpAddr,
+    /// How hard the rule's line is to forge.
+    pub evidence: Evidence,
+    /// Failure or success line.
+    pub kind: Kind,
 }
 
 struct Rule {
     filter: Arc<str>,
     name: Arc<str>,
+    evidence: Evidence,
+    kind: Kind,
     regex: Regex,
     /// Index of the `host` group among the regex's captures.
     host: usize,
@@ -39,15 +46,79 @@ pub struct Scratch {
     locations: Vec<Option<CaptureLocations>>,
 }
 
+/// One set of prefilter literals and the rules each one admits.
+struct Literals {
+    /// Leftmost-first automaton: answers "any literal here?" with SIMD (Teddy) when exact.
+    quick: AhoCorasick,
+    /// Standard automaton: lists every (overlapping) literal of a candidate line.
+    all: AhoCorasick,
+    /// For each pattern, the rules that need it.
+    rules: Vec<Vec<usize>>,
+}
+
+impl Literals {
+    fn build(
+        literals: &[Vec<u8>],
+        rules: Vec<Vec<usize>>,
+        fold: bool,
+    ) -> Result<Literals, PatternError> {
+        let build = |kind| {
+            AhoCorasick::builder()
+                .match_kind(kind)
+                .ascii_case_insensitive(fold)
+                .build(literals)
+                .map_err(|e| PatternError::Regex {
+                    rule: "(prefilter)".into(),
+                    message: e.to_string(),
+                })
+        };
+        Ok(Literals {
+            quick: build(MatchKind::LeftmostFirst)?,
+            all: build(MatchKind::Standard)?,
+            rules,
+        })
+    }
+
+    /// Calls `visit` with every rule admitted by a literal in `line`, until it returns a hit.
+    fn visit<T>(&self, line: &[u8], visit: &mut impl FnMut(usize) -> Option<T>) -> Option<T> {
+        // Most lines hold none of the literals: answer that with the SIMD (Teddy) search,
+        // which overlapping iteration cannot use, and walk overlaps only on candidates.
+        if !self.quick.is_match(line) {
+            return None;
+        }
+        self.all
+            .find_overlapping_iter(line)
+            .flat_map(|hit| &self.rules[hit.pattern().as_usize()])
+            .find_map(|&index| visit(index))
+    }
+}
+
+/// Literals being collected, each with the rules that need it.
+#[derive(Default)]
+struct Collect {
+    literals: Vec<Vec<u8>>,
+    rules: Vec<Vec<usize>>,
+}
+
+impl Collect {
+    fn add(&mut self, literal: Vec<u8>, rule: usize) {
+        match self.literals.iter().position(|l| *l == literal) {
+            Some(at) => self.rules[at].push(rule),
+            None => {
+                self.literals.push(literal);
+                self.rules.push(vec![rule]);
+            }
+        }
+    }
+}
+
 /// Compiled filters.
 pub struct Matcher {
     rules: Vec<Rule>,
-    /// Leftmost-first automaton: answers "any literal here?" with SIMD (Teddy).
-    quick: AhoCorasick,
-    /// Standard automaton: lists every (overlapping) literal of a candidate line.
-    prefilter: AhoCorasick,
-    /// For each prefilter pattern, the rules that need it.
-    by_literal: Vec<Vec<usize>>,
+    /// Literals matched byte for byte (every built-in rule has one).
+    exact: Literals,
+    /// Literals of case-insensitive rules, matched with ASCII case ignored.
+    folded: Option<Literals>,
     /// Rules with no literal: tried on every line.
     always: Vec<usize>,
 }
@@ -59,12 +130,13 @@ impl Matcher {
     /// Compiles the given filters; the first bad rule is reported.
     pub fn new(filters: &[FilterSpec]) -> Result<Matcher, PatternError> {
         let mut rules = Vec::new();
-        let mut literals: Vec<String> = Vec::new();
-        let mut by_literal: Vec<Vec<usize>> = Vec::new();
+        let mut exact = Collect::default();
+        let mut folded = Collect::default();
         let mut always = Vec::new();
         for filter in filters {
             let filter_name: Arc<str> = filter.name.as_str().into();
             for spec in &filter.rules {
+                let anchored = pattern::anchored(&spec.name, &filter.prefix, &spec.regex)?;
                 let regex = pattern::compile(&spec.name, &filter.prefix, &spec.regex)?;
                 let index = rules.len();
                 let host = regex
@@ -74,37 +146,30 @@ impl Matcher {
                 rules.push(Rule {
                     filter: filter_name.clone(),
                     name: spec.name.as_str().into(),
+                    evidence: spec.evidence,
+                    kind: spec.kind,
                     regex,
                     host,
                 });
-                let literal = spec
-                    .literal
-                    .clone()
-                    .unwrap_or_else(|| pattern::derive_literal(&spec.regex));
-                if literal.is_empty() {
-                    always.push(index);
-                } else if let Some(at) = literals.iter().position(|l| *l == literal) {
-                    by_literal[at].push(index);
-                } else {
-                    literals.push(literal);
-                    by_literal.push(vec![index]);
+                match prefilter::derive(&spec.name, &anchored, spec.literal.as_deref())? {
+                    Prefilter::Exact(literals) => {
+                        literals.into_iter().for_each(|l| exact.add(l, index))
+                    }
+                    Prefilter::Folded(literals) => {
+                        literals.into_iter().for_each(|l| folded.add(l, index))
+                    }
+                    Prefilter::Always => always.push(index),
                 }
             }
         }
-        let build = |kind| {
-            AhoCorasick::builder()
-                .match_kind(kind)
-                .build(&literals)
-                .map_err(|e| PatternError::Regex {
-                    rule: "(prefilter)".into(),
-                    message: e.to_string(),
-                })
-        };
         Ok(Matcher {
             rules,
-            quick: build(MatchKind::LeftmostFirst)?,
-            prefilter: build(MatchKind::Standard)?,
-            by_literal,
+            exact: Literals::build(&exact.literals, exact.rules, false)?,
+            folded: if folded.literals.is_empty() {
+                None
+            } else {
+                Some(Literals::build(&folded.literals, folded.rules, true)?)
+            },
             always,
         })
     }
@@ -112,6 +177,11 @@ impl Matcher {
     /// Number of compiled rules.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Whether every rule has a prefilter literal (no rule runs on every line).
+    pub fn all_prefiltered(&self) -> bool {
+        self.always.is_empty()
     }
 
     /// Matches one line (without its newline), reusing `scratch` between calls.
@@ -123,9 +193,15 @@ impl Matcher {
         } else {
             line
         };
+        self.candidates(line, |index| self.try_rule(index, line, locations))
+    }
+
+    /// Calls `visit` with each rule the prefilter admits for `line` (once each), until it
+    /// returns something.
+    fn candidates<T>(&self, line: &[u8], mut visit: impl FnMut(usize) -> Option<T>) -> Option<T> {
         // At most a handful of literals occur in one line; a small bitmap dedupes rules.
         let mut tried = [0u64; 4];
-        let mut try_rule = |index: usize| -> Option<Match> {
+        let mut once = |index: usize| -> Option<T> {
             if index < 256 {
                 let (word, bit) = (index / 64, 1u64 << (index % 64));
                 if tried[word] & bit != 0 {
@@ -133,23 +209,12 @@ impl Matcher {
                 }
                 tried[word] |= bit;
             }
-            self.try_rule(index, line, locations)
+            visit(index)
         };
-        // Most lines hold none of the literals: answer that with the SIMD (Teddy) search,
-        // which overlapping iteration cannot use, and walk overlaps only on candidates.
-        let candidates = if self.quick.is_match(line) {
-            Some(self.prefilter.find_overlapping_iter(line))
-        } else {
-            None
-        };
-        for hit in candidates.into_iter().flatten() {
-            for &index in &self.by_literal[hit.pattern().as_usize()] {
-                if let Some(m) = try_rule(index) {
-                    return Some(m);
-                }
-            }
-        }
-        self.always.iter().find_map(|&index| try_rule(index))
+        self.exact
+            .visit(line, &mut once)
+            .or_else(|| self.folded.as_ref()?.visit(line, &mut once))
+            .or_else(|| self.always.iter().find_map(|&index| once(index)))
     }
 
     /// [`Matcher::find_with`] with a throw-away scratch buffer.
@@ -175,7 +240,23 @@ impl Matcher {
             filter: rule.filter.clone(),
             rule: rule.name.clone(),
             ip,
+            evidence: rule.evidence,
+            kind: rule.kind,
         })
+    }
+}
+
+#[cfg(test)]
+impl Matcher {
+    /// Whether the prefilter lets rule `index` run on `line`.
+    pub(crate) fn admits(&self, index: usize, line: &[u8]) -> bool {
+        self.candidates(line, |i| (i == index).then_some(()))
+            .is_some()
+    }
+
+    /// Whether rule `index`'s regex matches `line` (prefilter aside).
+    pub(crate) fn regex_matches(&self, index: usize, line: &[u8]) -> bool {
+        self.rules[index].regex.is_match(line)
     }
 }
 
@@ -220,6 +301,8 @@ mod tests {
                     name: n.to_string(),
                     regex: r.to_string(),
                     literal: None,
+                    evidence: Default::default(),
+                    kind: Default::default(),
                 })
                 .collect(),
         }

@@ -34,10 +34,23 @@ pub enum PatternError {
         /// The regex crate's explanation.
         message: String,
     },
+    /// A rule's `literal` is not text that every matching line contains, so the prefilter
+    /// would skip lines the regex matches.
+    #[error(
+        "rule `{rule}`: `literal = {literal:?}` is not in every line the regex matches \
+         (check (?i), escapes and alternatives); remove `literal` and pbxguard derives one"
+    )]
+    Literal {
+        /// Rule name.
+        rule: String,
+        /// The literal given.
+        literal: String,
+    },
 }
 
-/// Compiles `prefix` + `rule` into an anchored regex.
-pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
+/// The anchored regex text of `prefix` + `rule`: what [`compile`] builds and what the
+/// prefilter derives its literals from.
+pub fn anchored(rule_name: &str, prefix: &str, rule: &str) -> Result<String, PatternError> {
     let count = rule.matches(HOST).count() + prefix.matches(HOST).count();
     if count != 1 {
         return Err(PatternError::HostCount {
@@ -45,14 +58,23 @@ pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, Patte
             count,
         });
     }
-    let body = format!("{prefix}{rule}").replace(HOST, HOST_REGEX);
-    let body = body.strip_prefix('^').unwrap_or(&body);
-    let body = body.strip_suffix('$').unwrap_or(body);
+    let (prefix, rule) = match prefix.strip_prefix('^') {
+        Some(prefix) => (prefix, rule),
+        None if prefix.is_empty() => ("", rule.strip_prefix('^').unwrap_or(rule)),
+        None => (prefix, rule),
+    };
+    let rule = rule.strip_suffix('$').unwrap_or(rule);
+    // The rule in its own group: a top-level `|` in it must not split off the prefix.
+    let body = format!("{prefix}(?:{rule})").replace(HOST, HOST_REGEX);
     // Trailing whitespace and a CR from CRLF logs are tolerated, nothing else.
-    let anchored = format!(r"^(?:{body})[ \t\r]*$");
-    RegexBuilder::new(&anchored)
+    Ok(format!(r"^(?:{body})[ \t\r]*$"))
+}
+
+/// Compiles `prefix` + `rule` into an anchored regex.
+pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
+    RegexBuilder::new(&anchored(rule_name, prefix, rule)?)
         // ASCII classes, and `.` matches any byte: invalid UTF-8 in a user name must neither
-        // hide an attack line nor cost a decode.
+        // hide an attack line nor cost a decode. The prefilter parses with the same flags.
         .unicode(false)
         .size_limit(1 << 22)
         .build()
@@ -60,72 +82,6 @@ pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, Patte
             rule: rule_name.into(),
             message: e.to_string(),
         })
-}
-
-/// The longest literal run that every match of `rule` must contain, used as the rule's
-/// prefilter when it names none. Only top-level text counts (not groups, classes or
-/// quantified characters); empty when there is none or the rule has a top-level `|`.
-pub fn derive_literal(rule: &str) -> String {
-    let mut best = String::new();
-    let mut consider = |run: &mut String| {
-        if run.trim().len() > best.trim().len() {
-            best = run.trim().to_string();
-        }
-        run.clear();
-    };
-    for part in rule.split(HOST) {
-        let mut run = String::new();
-        let mut depth = 0usize;
-        let mut chars = part.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    let escaped = chars.next();
-                    match escaped {
-                        Some(e) if depth == 0 && e.is_ascii_punctuation() => run.push(e),
-                        _ => consider(&mut run),
-                    }
-                }
-                '(' => {
-                    consider(&mut run);
-                    depth += 1;
-                }
-                ')' => depth = depth.saturating_sub(1),
-                '[' => {
-                    consider(&mut run);
-                    // Skip the class, including a leading ']' or escaped characters.
-                    let mut first = true;
-                    while let Some(k) = chars.next() {
-                        match k {
-                            '\\' => {
-                                chars.next();
-                            }
-                            ']' if !first => break,
-                            _ => {}
-                        }
-                        first = false;
-                    }
-                }
-                '|' if depth == 0 => return String::new(),
-                '*' | '?' | '{' => {
-                    run.pop();
-                    consider(&mut run);
-                    if c == '{' {
-                        for k in chars.by_ref() {
-                            if k == '}' {
-                                break;
-                            }
-                        }
-                    }
-                }
-                '.' | '+' | '^' | '$' => consider(&mut run),
-                _ if depth == 0 => run.push(c),
-                _ => {}
-            }
-        }
-        consider(&mut run);
-    }
-    best
 }
 
 #[cfg(test)]
@@ -194,22 +150,16 @@ mod tests {
     }
 
     #[test]
-    fn literals_are_derived_from_fixed_text() {
-        assert_eq!(
-            derive_literal(r"Registration from '.*' failed for '<HOST>:\d+' - Wrong password"),
-            "Registration from '"
-        );
-        assert_eq!(derive_literal(r"auth failed for <HOST>"), "auth failed for");
-        assert_eq!(
-            derive_literal(r"Failed password for (?:invalid user )?.* from <HOST>"),
-            "Failed password for"
-        );
-        assert_eq!(derive_literal(r"\d+"), "");
-        assert_eq!(derive_literal(r"(?:a long optional|b) x"), "x");
-        assert_eq!(derive_literal(r"one|two"), "");
-        assert_eq!(
-            derive_literal(r"[abc]{3} call to extension '.*' rejected"),
-            "call to extension '"
+    fn the_prefix_applies_to_every_alternative() {
+        let re = compile("r", "pbx: ", "one <HOST>|two <HOST>x").unwrap_err();
+        assert!(matches!(re, PatternError::HostCount { count: 2, .. }));
+        let re = compile("r", "pbx: ", "(?:one|two) <HOST>").unwrap();
+        assert!(re.is_match(b"pbx: two 192.0.2.1"));
+        let re = compile("r", "pbx: ", "one from <HOST>|two").unwrap();
+        assert!(re.is_match(b"pbx: two"));
+        assert!(
+            !re.is_match(b"two"),
+            "the prefix is required in every alternative"
         );
     }
 }

@@ -30,11 +30,26 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::units::{BanDuration, MAX_DURATION};
 
     #[test]
     fn permanent_is_zero_and_past_is_expired() {
         assert_eq!(expiry_to_boot_ns(None), 0);
         assert_eq!(expiry_to_boot_ns(Some(SystemTime::UNIX_EPOCH)), 1);
+    }
+
+    proptest::proptest! {
+        /// Every ban length the parsers accept (1 s to 100 years) fits the program's u64
+        /// nanoseconds without saturating, and is never read as permanent (0) or expired (1).
+        #[test]
+        fn every_accepted_length_fits_the_boot_clock(secs in 1..=MAX_DURATION.as_secs()) {
+            let before = boot_ns();
+            let expiry = BanDuration::For(Duration::from_secs(secs)).expiry_from(SystemTime::now());
+            let at = expiry_to_boot_ns(expiry);
+            let after = boot_ns();
+            proptest::prop_assert!(at > before && at < u64::MAX, "{at}");
+            proptest::prop_assert!(at <= after + secs * 1_000_000_000, "{at} vs {after}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::Serialize;
 pub enum EnforceError {
     /// Loading the eBPF object into the kernel failed.
     #[error(
-        "cannot load the XDP program: {0}; pbxguard needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel with BPF LPM tries (5.x or newer)"
+        "cannot load the XDP program: {0}; pbxguard needs root (CAP_BPF, CAP_NET_ADMIN) and Linux 5.9 or newer"
     )]
     Load(#[from] aya::EbpfError),
     /// A program-level operation failed (load, attach, replace).
@@ -78,6 +78,16 @@ pub struct InterfaceStatus {
     pub pinned: bool,
 }
 
+/// A rule the live backend does not enforce, and why: shown by `pbxguard status` so that a
+/// missing rule is never silent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleOff {
+    /// The rule, by its verdict reason name (`sip_scanner`).
+    pub rule: &'static str,
+    /// Why it is off and what would turn it on.
+    pub reason: String,
+}
+
 /// Packets and bytes for one verdict reason, summed over CPUs.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ReasonStats {
@@ -120,6 +130,11 @@ pub trait Enforcer: Send {
     fn backend(&self) -> &'static str;
     /// The protected interfaces and how.
     fn interfaces(&self) -> Vec<InterfaceStatus>;
+    /// Rules this backend does not enforce here (a kernel too old for them, a backend that
+    /// cannot express them).
+    fn rules_off(&self) -> Vec<RuleOff> {
+        Vec::new()
+    }
     /// Replaces the allowlist with `nets`.
     fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError>;
     /// Bans each network until its expiry (`None` = permanent), replacing an existing ban
@@ -171,6 +186,9 @@ pub trait Enforcer: Send {
         }
         Ok(())
     }
+    /// Makes the peers trusted from the PBX configs exactly `nets`: they pass every rule
+    /// except the SIP flood limit.
+    fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError>;
     /// The program's detection events (flood overruns, scanners), if the backend has them;
     /// taken once by the daemon.
     fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {

@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
 use ipnet::IpNet;
-use pbxguard_common::{MAX_SIGNATURES, PortKey, Settings, Signature, maps};
+use pbxguard_common::{FLAG_PORT_RULES, MAX_SIGNATURES, PortKey, Settings, Signature, maps};
 
 use super::{EnforceError, program::take};
 use crate::config::Config;
@@ -37,6 +37,14 @@ pub struct Perimeter {
 }
 
 impl Perimeter {
+    /// Whether any rule judges packets by destination port: then packets whose ports
+    /// cannot be found are dropped (`unclassified`) rather than passed unjudged.
+    pub fn port_rules(&self) -> bool {
+        self.protect.iter().any(|rule| !rule.ports.is_empty())
+            || (!self.sip_ports.is_empty()
+                && (self.settings.flood_rate > 0 || !self.signatures.is_empty()))
+    }
+
     /// The rules `config` asks for.
     pub fn from_config(config: &Config) -> Perimeter {
         let key = |p: &crate::config::PortSpec| PortKey {
@@ -73,6 +81,7 @@ pub struct PerimeterMaps {
     sip_ports: HashMap<MapData, PortKey, u32>,
     settings: Array<MapData, Settings>,
     scanners: Array<MapData, Signature>,
+    flags: Array<MapData, u32>,
 }
 
 /// LPM key of a trusted network for rule `rule`: rule id (big-endian) before the address.
@@ -121,11 +130,21 @@ impl PerimeterMaps {
             sip_ports: take(ebpf, maps::SIP_PORTS)?,
             settings: take(ebpf, maps::SETTINGS)?,
             scanners: take(ebpf, maps::SCANNERS)?,
+            flags: take(ebpf, maps::FLAGS)?,
         })
     }
 
     /// Makes the maps hold exactly `perimeter`.
     pub fn apply(&mut self, perimeter: &Perimeter) -> Result<(), EnforceError> {
+        // The unclassified drop goes on before the first port rule and off after the last.
+        let flags = if perimeter.port_rules() {
+            FLAG_PORT_RULES
+        } else {
+            0
+        };
+        if flags != 0 {
+            self.flags.set(0, flags, 0)?;
+        }
         // Trusted networks first, then the ports that need them: a newly protected port
         // never drops its trusted sources for lack of an entry.
         let mut want_v4 = HashSet::new();
@@ -204,6 +223,9 @@ impl PerimeterMaps {
             ..perimeter.settings
         };
         self.settings.set(0, settings, 0)?;
+        if flags == 0 {
+            self.flags.set(0, flags, 0)?;
+        }
         Ok(())
     }
 }

@@ -11,15 +11,17 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::Xdp,
+    programs::{ProgramError, ProgramType, Xdp},
+    sys::{BpfHelper, is_helper_supported},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use pbxguard_common::{
-    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, Reason, maps,
+    BanEntry, COUNTER_SLOTS, Counter, DEFAULT_MAX_ALLOW, PROGRAM_NAME, PROGRAM_NAME_BASIC, Reason,
+    maps,
 };
 
 use super::{
-    EnforceError, ReasonStats,
+    EnforceError, ReasonStats, RuleOff,
     overlap::{BanTable, Expiry},
 };
 
@@ -33,6 +35,9 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// Capacity of each ban map.
     pub max_bans: u32,
+    /// Load the program without the scanner rule even where the kernel could run it, as on
+    /// a kernel without its helpers (to test that fallback).
+    pub force_no_scanner: bool,
 }
 
 impl Default for LoadOptions {
@@ -40,8 +45,88 @@ impl Default for LoadOptions {
         Self {
             pin_dir: None,
             max_bans: pbxguard_common::DEFAULT_MAX_BANS,
+            force_no_scanner: false,
         }
     }
+}
+
+/// The helpers the scanner rule calls, with the Linux release that gave them to XDP.
+const SCANNER_HELPERS: [(&str, BpfHelper, &str); 2] = [
+    ("bpf_loop", BpfHelper::BPF_FUNC_loop, "5.17"),
+    (
+        "bpf_xdp_load_bytes",
+        BpfHelper::BPF_FUNC_xdp_load_bytes,
+        "5.18",
+    ),
+];
+
+/// The scanner rule's helpers this kernel lacks, as `name (Linux x.y)`. A probe that fails
+/// outright counts as present: loading the full program then tells.
+fn missing_scanner_helpers() -> Vec<String> {
+    let named = |(name, _, version): &(&str, BpfHelper, &str)| format!("{name} (Linux {version})");
+    // The fault tests stand in for an older kernel here.
+    fail::fail_point!("xdp-scanner-helpers", |_| SCANNER_HELPERS
+        .iter()
+        .map(named)
+        .collect());
+    SCANNER_HELPERS
+        .iter()
+        .filter(|(_, helper, _)| {
+            matches!(is_helper_supported(ProgramType::Xdp, *helper), Ok(false))
+        })
+        .map(named)
+        .collect()
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, EnforceError> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| MapError::InvalidName { name: name.into() })?
+        .try_into()?)
+}
+
+/// Loads the full program where the kernel can run it, otherwise the one without the scanner
+/// rule (a kernel without its helpers, or whose verifier refuses its code): everything else
+/// stays in XDP rather than the whole program failing. Returns the loaded program's name and
+/// the rules left off.
+fn load_program(
+    ebpf: &mut Ebpf,
+    force_no_scanner: bool,
+) -> Result<(&'static str, Vec<RuleOff>), EnforceError> {
+    let why = if force_no_scanner {
+        "the program was loaded without it on request (LoadOptions::force_no_scanner)".to_string()
+    } else {
+        let missing = missing_scanner_helpers();
+        if !missing.is_empty() {
+            format!(
+                "this kernel lacks {}; upgrade to Linux 5.18 or newer to turn it on",
+                missing.join(" and ")
+            )
+        } else {
+            match program_mut(ebpf, PROGRAM_NAME)?.load() {
+                Ok(()) => return Ok((PROGRAM_NAME, Vec::new())),
+                Err(ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                }) => {
+                    tracing::debug!(%verifier_log, "the verifier's log for the full program");
+                    format!(
+                        "this kernel's verifier refuses its code ({io_error}); upgrade the kernel, or report it with the `PBXGUARD_LOG=debug` output"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    program_mut(ebpf, PROGRAM_NAME_BASIC)?.load()?;
+    let off = RuleOff {
+        rule: Reason::Scanner.name(),
+        reason: format!(
+            "the [scanners] User-Agent check is off: {why}; bans, allowlist, geo, [[protect]] and [flood] are enforced in XDP"
+        ),
+    };
+    tracing::warn!(rule = off.rule, reason = %off.reason, "XDP program loaded without a rule");
+    Ok((PROGRAM_NAME_BASIC, vec![off]))
 }
 
 /// Where map `name` is pinned under `dir`.
@@ -106,12 +191,33 @@ impl<V: aya::Pod> Tries<V> {
     }
 }
 
+impl Tries<u32> {
+    /// Makes the tries hold exactly `nets`, adding new entries before removing stale ones
+    /// so that nothing wanted is ever briefly missing.
+    fn sync(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        for net in nets {
+            self.insert(*net, 1)?;
+        }
+        let want: std::collections::HashSet<&IpNet> = nets.iter().collect();
+        for (old, _) in self.entries()? {
+            if !want.contains(&old) {
+                self.remove(old)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The loaded (not yet attached) program and its maps.
 pub struct XdpProgram {
     ebpf: Ebpf,
+    /// Which of the object's programs is loaded.
+    name: &'static str,
+    rules_off: Vec<RuleOff>,
     allow: Tries<u32>,
     bans: Tries<BanEntry>,
     geo: Tries<u32>,
+    pbx: Tries<u32>,
     counters: Arc<CounterMap>,
     /// The bans with their own expiries; map entries carry the effective ones.
     table: BanTable,
@@ -182,13 +288,7 @@ impl XdpProgram {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| MapError::InvalidName {
-                name: PROGRAM_NAME.into(),
-            })?
-            .try_into()?;
-        program.load()?;
+        let (name, rules_off) = load_program(&mut ebpf, options.force_no_scanner)?;
         let bans = Tries::take(&mut ebpf, [maps::BAN_V4, maps::BAN_V6], options.max_bans)?;
         warn_if_resized(&bans, options.max_bans);
         Ok(XdpProgram {
@@ -203,20 +303,35 @@ impl XdpProgram {
                 [maps::GEO_V4, maps::GEO_V6],
                 pbxguard_common::MAX_GEO,
             )?,
+            pbx: Tries::take(
+                &mut ebpf,
+                [maps::PBX_V4, maps::PBX_V6],
+                pbxguard_common::MAX_TRUSTED,
+            )?,
             counters: Arc::new(CounterMap(take(&mut ebpf, maps::COUNTERS)?)),
             table: BanTable::default(),
             perimeter: super::perimeter::PerimeterMaps::take(&mut ebpf)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
             ebpf,
+            name,
+            rules_off,
         })
     }
 
     /// The program, for attaching or `test_run`.
     pub fn xdp(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .expect("checked in load")
+        program_mut(&mut self.ebpf, self.name).expect("loaded in load")
+    }
+
+    /// Which program of the object is loaded: [`PROGRAM_NAME`], or [`PROGRAM_NAME_BASIC`]
+    /// without the scanner rule.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The rules this program does not enforce, and why.
+    pub fn rules_off(&self) -> Vec<RuleOff> {
+        self.rules_off.clone()
     }
 
     /// Inserts or replaces the ban on `net`.
@@ -257,15 +372,7 @@ impl XdpProgram {
     /// Makes the allowlist exactly `nets`, adding before removing so nothing allowed is
     /// ever briefly unprotected.
     pub fn sync_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
-        for net in nets {
-            self.insert_allow(*net)?;
-        }
-        for old in self.allowlist()? {
-            if !nets.contains(&old) {
-                self.remove_allow(old)?;
-            }
-        }
-        Ok(())
+        self.allow.sync(nets)
     }
 
     /// Replaces the perimeter rules (trusted-only ports, SIP ports, flood limit, scanners).
@@ -276,18 +383,14 @@ impl XdpProgram {
         self.perimeter.apply(perimeter)
     }
 
+    /// Makes the PBX-trusted peers exactly `nets` (added before stale ones go).
+    pub fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        self.pbx.sync(nets)
+    }
+
     /// Makes the geo-blocked networks exactly `nets` (added before stale ones go).
     pub fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
-        for net in nets {
-            self.geo.insert(*net, 1)?;
-        }
-        let want: std::collections::HashSet<&IpNet> = nets.iter().collect();
-        for (old, _) in self.geo.entries()? {
-            if !want.contains(&old) {
-                self.geo.remove(old)?;
-            }
-        }
-        Ok(())
+        self.geo.sync(nets)
     }
 
     /// The ring buffer of detection events (flood overruns, scanners); taken once, by the
@@ -426,6 +529,10 @@ impl super::Enforcer for XdpProgram {
         Vec::new()
     }
 
+    fn rules_off(&self) -> Vec<RuleOff> {
+        XdpProgram::rules_off(self)
+    }
+
     fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         self.sync_allowlist(nets)
     }
@@ -459,6 +566,10 @@ impl super::Enforcer for XdpProgram {
 
     fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         XdpProgram::set_geo(self, nets)
+    }
+
+    fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        XdpProgram::set_pbx_trusted(self, nets)
     }
 
     fn shutdown(&mut self, _detach: bool) -> Result<(), EnforceError> {

@@ -135,6 +135,7 @@ impl XdpEnforcer {
         let mut program = XdpProgram::load(&LoadOptions {
             pin_dir: Some(pin_dir.clone()),
             max_bans: config.ban.max_entries,
+            force_no_scanner: false,
         })?;
 
         let existing = pinned_links(&pin_dir);
@@ -236,7 +237,7 @@ fn attach(
                 let link = xdp.take_link(id)?;
                 let fd_link = FdLink::try_from(link).map_err(|_| EnforceError::Attach {
                     interface: interface.into(),
-                    message: "the kernel attached via netlink, not bpf_link, so the attachment cannot be pinned; pbxguard needs Linux 5.9 or newer".into(),
+                    message: "the kernel attached via netlink, not bpf_link, so the attachment cannot be pinned; the XDP backend needs Linux 5.9 or newer".into(),
                 })?;
                 let path = link_pin(pin_dir, interface, mode);
                 let pinned = fd_link.pin(&path).map_err(|e| pin_error(&path, e))?;
@@ -280,6 +281,10 @@ impl Enforcer for XdpEnforcer {
         self.interfaces.clone()
     }
 
+    fn rules_off(&self) -> Vec<super::RuleOff> {
+        self.program.rules_off()
+    }
+
     fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         self.program.sync_allowlist(nets)
     }
@@ -318,6 +323,10 @@ impl Enforcer for XdpEnforcer {
 
     fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         self.program.set_geo(nets)
+    }
+
+    fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        self.program.set_pbx_trusted(nets)
     }
 
     fn shutdown(&mut self, detach: bool) -> Result<(), EnforceError> {

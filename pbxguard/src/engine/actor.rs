@@ -42,6 +42,10 @@ pub enum Command {
     Reload(Reply<()>),
     /// The host's addresses changed.
     HostAddresses(Vec<HostAddress>),
+    /// `pbxguard explain IP`.
+    Explain(std::net::IpAddr, Reply<super::explain::Explanation>),
+    /// The PBX configs were read again.
+    PbxTrust(crate::trust::Discovered),
     /// The log sources were restarted after a reload: show these counters.
     Sources(Vec<Arc<SourceStats>>, Reply<()>),
     /// Stop the loop; keep enforcing unless `detach`.
@@ -205,6 +209,13 @@ fn carry_out(
             engine.attach_sources(stats);
             publish(engine);
             let _ = reply.send(Ok(()));
+        }
+        Command::Explain(ip, reply) => {
+            let _ = reply.send(Ok(engine.explain(ip)));
+        }
+        Command::PbxTrust(found) => {
+            engine.set_pbx_trust(found);
+            publish(engine);
         }
         Command::HostAddresses(host) => {
             engine.set_host_addresses(host);

@@ -8,7 +8,10 @@
 //! testable without root.
 
 pub mod actor;
+pub mod explain;
+pub mod known;
 pub mod policy;
+mod protect;
 mod reload;
 pub mod status;
 
@@ -27,9 +30,12 @@ pub use self::{
 };
 use crate::{
     config::{Config, Mode},
-    detect::tracker::{Tracker, source_net},
+    detect::{
+        Evidence,
+        tracker::{Tracker, source_net},
+    },
     enforce::{EnforceError, Enforcer, perimeter::Perimeter},
-    guard::{Guard, HostAddress, Refusal},
+    guard::{Guard, Refusal},
     ledger::{Ledger, LedgerError, Reconciled},
     schedule::Schedule,
     source::{Event, SourceStats},
@@ -87,6 +93,10 @@ pub struct Engine {
     offhours: Option<Schedule>,
     sources: Vec<Arc<SourceStats>>,
     ignored: u64,
+    /// Spoofable evidence against known addresses, never counted.
+    ignored_spoofable: u64,
+    /// Addresses that authenticated successfully (`known.rs`).
+    known: known::Known,
     would_ban: u64,
     not_enforced: u64,
     dropped_at_start: usize,
@@ -97,6 +107,8 @@ pub struct Engine {
     alerts: Option<crate::alert::Alerts>,
     /// `bans list` as last published, rebuilt only when a ban changed.
     published_bans: Option<Arc<Vec<BanRecord>>>,
+    /// Peers trusted from the PBX's own configs (never banned).
+    pbx_trusted: Arc<Vec<crate::trust::Trusted>>,
 }
 
 impl Engine {
@@ -107,6 +119,7 @@ impl Engine {
         store: Store,
         enforcer: Box<dyn Enforcer>,
     ) -> Result<Engine, EngineError> {
+        let known = known::Known::load(store.dir(), SystemTime::now());
         let (mut ledger, reconciled) = Ledger::open(store, enforcer)?;
         let Reconciled {
             restored,
@@ -136,6 +149,8 @@ impl Engine {
             tracker: Tracker::default(),
             sources: Vec::new(),
             ignored: 0,
+            ignored_spoofable: 0,
+            known,
             would_ban: 0,
             not_enforced: 0,
             dropped_at_start: dropped.len(),
@@ -145,6 +160,7 @@ impl Engine {
             detection: Default::default(),
             alerts: None,
             published_bans: None,
+            pbx_trusted: Arc::default(),
         };
         // A database that cannot be read at start is logged; geo rules are then empty.
         match reload::geo_networks(&engine.config) {
@@ -200,15 +216,17 @@ impl Engine {
             let duration = request.duration.unwrap_or(self.config.ban.default_duration);
             records.push(BanRecord {
                 net: request.net,
-                reason: request
-                    .reason
-                    .unwrap_or_else(|| "banned by the administrator".into()),
+                reason: request.reason.map_or_else(
+                    || "banned by the administrator".into(),
+                    |r| crate::units::sanitize_reason(&r),
+                ),
                 source: request.source,
                 created: now,
                 expires: duration.expiry_from(now),
                 rule: None,
                 failures: None,
                 offense: None,
+                evidence: None,
             });
         }
         let applied = self.ledger.ban(records, None)?;
@@ -265,21 +283,26 @@ impl Engine {
         self.sources = sources;
     }
 
-    /// Protects the host's current addresses (after a netlink address change).
-    pub fn set_host_addresses(&mut self, host: Vec<HostAddress>) {
-        tracing::debug!(addresses = host.len(), "host addresses refreshed");
-        self.guard.set_host_addresses(host);
-    }
-
     /// Whether the off-hours profile applies at `now` (host local time).
     pub fn offhours_active(&self, now: SystemTime) -> bool {
         policy::offhours_active(self.offhours.as_ref(), now)
     }
 
-    /// Thresholds for a failure from `filter` on source `source` at `now`.
-    pub fn thresholds(&self, filter: &str, source: usize, now: SystemTime) -> Effective {
+    /// Thresholds for a failure from `filter` with `evidence` on source `source` at `now`.
+    pub fn thresholds(
+        &self,
+        filter: &str,
+        evidence: Evidence,
+        source: usize,
+        now: SystemTime,
+    ) -> Effective {
         let offhours = policy::offhours_active(self.offhours.as_ref(), now);
-        policy::thresholds(&self.config, filter, source, offhours)
+        policy::thresholds(&self.config, filter, evidence, source, offhours)
+    }
+
+    /// The address's entry if a success line made it known and that has not run out.
+    pub fn known(&self, ip: std::net::IpAddr, now: SystemTime) -> Option<&known::KnownEntry> {
+        self.known.get(ip, now)
     }
 
     /// Counts one detected failure and bans its source when it crosses the threshold.
@@ -335,7 +358,7 @@ impl Engine {
         for record in &applied.banned {
             self.alert_ban("ban", record);
             tracing::info!(net = %record.net, source = %record.source, rule = ?record.rule, failures = ?record.failures,
-                offense = ?record.offense, expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
+                evidence = record.evidence.map_or("-", Evidence::as_str), offense = ?record.offense, expires = ?record.expires.map(crate::units::rfc3339::format), "banned");
         }
         Ok(outcomes)
     }
@@ -343,14 +366,25 @@ impl Engine {
     /// What one failure leads to; bans are returned, not yet committed.
     fn decide(&mut self, event: &Event, now: SystemTime, pending: &[BanRecord]) -> Outcome {
         let single = IpNet::from(event.ip);
+        if let Some(outcome) = self.learn_success(event, now) {
+            return outcome;
+        }
         if let Err(refusal) = self.guard.check(&single) {
             self.ignored += 1;
             tracing::info!(ip = %event.ip, filter = %event.filter, rule = %event.rule, why = %refusal.why, "failure from a protected address ignored");
             return Outcome::Ignored;
         }
-        // IPv6 is tracked per prefix, unless that prefix would cover something protected.
+        if let Some(outcome) = self.screen_spoofable(event, now) {
+            return outcome;
+        }
+        // IPv6 is tracked per prefix, unless that prefix would cover something protected
+        // or, for spoofable evidence, a known address (a forged neighbour must not take the
+        // known phone's prefix down with it).
         let mut net = source_net(event.ip, self.config.policy.ipv6_prefix);
-        if net != single && self.guard.check(&net).is_err() {
+        if net != single
+            && (self.guard.check(&net).is_err()
+                || (event.evidence == Evidence::Spoofable && self.known.any_within(&net, now)))
+        {
             net = single;
         }
         if self.ledger.get(&net).is_some_and(|b| !b.is_expired(now))
@@ -358,7 +392,7 @@ impl Engine {
         {
             return Outcome::AlreadyBanned;
         }
-        let t = self.thresholds(&event.filter, event.source, now);
+        let t = self.thresholds(&event.filter, event.evidence, event.source, now);
         let failures = self.tracker.record(net, now, t.findtime);
         if failures < t.maxretry {
             tracing::debug!(net = %net, failures, maxretry = t.maxretry, rule = %event.rule, "failure counted");
@@ -372,17 +406,18 @@ impl Engine {
         let duration = escalate(t.bantime, offense, &self.config.policy);
         let record = BanRecord {
             net,
-            reason: format!(
+            reason: crate::units::sanitize_reason(&format!(
                 "{failures} failures in {} ({})",
                 humantime::format_duration(t.findtime),
                 event.rule
-            ),
+            )),
             source: event.filter.to_string(),
             created: now,
             expires: duration.expiry_from(now),
             rule: Some(event.rule.to_string()),
             failures: Some(failures),
             offense: Some(offense),
+            evidence: Some(event.evidence),
         };
         if self.config.policy.mode == Mode::Observe {
             self.would_ban += 1;
@@ -418,6 +453,9 @@ impl Engine {
         if let Some(before) = now.checked_sub(self.config.policy.forget_after) {
             self.ledger.forget_offenses(before)?;
         }
+        if let Err(e) = self.known.sweep(now) {
+            tracing::error!(error = %e, "saving the known addresses failed; retrying next second (check free space in state_dir)");
+        }
         let expired = self.ledger.expire(now)?;
         if !expired.is_empty() {
             self.published_bans = None;
@@ -452,9 +490,11 @@ impl Engine {
             backend: enforcer.backend(),
             backend_note: self.backend_note.clone(),
             interfaces: enforcer.interfaces(),
+            rules_off: enforcer.rules_off(),
             bans: bans.len(),
             allowlisted: self.config.allow.networks.len(),
             host_addresses: self.guard.host_addresses().to_vec(),
+            pbx_trusted: self.pbx_trusted.as_ref().clone(),
             uptime_secs: self.started.elapsed().as_secs(),
             store_damage: self.ledger.damage().to_vec(),
             journal_stale: self.ledger.journal_stale(),
@@ -463,6 +503,8 @@ impl Engine {
             offhours_active: policy::offhours_active(self.offhours.as_ref(), SystemTime::now()),
             tracked_sources: self.tracker.len(),
             ignored_failures: self.ignored,
+            ignored_spoofable: self.ignored_spoofable,
+            known: self.known.len(),
             would_ban: self.would_ban,
             not_enforced: self.not_enforced,
             geo_networks: self.geo.nets.len(),

@@ -4,9 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::{
     config::{Config, PolicyConfig, Thresholds},
+    detect::Evidence,
     schedule::Schedule,
     store::BanRecord,
-    units::BanDuration,
+    units::{BanDuration, MAX_DURATION},
 };
 
 /// The thresholds in force for one failure.
@@ -39,6 +40,11 @@ impl Effective {
 pub enum Outcome {
     /// From an allowlisted, loopback or own address: never counted.
     Ignored,
+    /// Spoofable evidence against a *known* address (one that authenticated recently):
+    /// never counted, since one forged packet could have produced it.
+    IgnoredSpoofable,
+    /// A success line: the address is now known.
+    Known,
     /// Counted, below the threshold.
     Counted {
         /// Failures within findtime.
@@ -57,7 +63,8 @@ pub enum Outcome {
 }
 
 /// Length of the `offense`-th ban (1-based): `bantime * factor^(offense-1)`, capped at
-/// `bantime_max`, permanent from `permanent_after` on.
+/// `bantime_max` (with `permanent`, at [`MAX_DURATION`]), permanent from `permanent_after`
+/// on. Never shorter than `bantime`, never longer than [`MAX_DURATION`], whatever the inputs.
 pub fn escalate(base: BanDuration, offense: u32, policy: &PolicyConfig) -> BanDuration {
     if policy.permanent_after > 0 && offense >= policy.permanent_after {
         return BanDuration::Permanent;
@@ -65,11 +72,14 @@ pub fn escalate(base: BanDuration, offense: u32, policy: &PolicyConfig) -> BanDu
     let BanDuration::For(base) = base else {
         return BanDuration::Permanent;
     };
+    let base = base.min(MAX_DURATION);
     let factor = policy
         .bantime_factor
         .powi(offense.saturating_sub(1).min(64) as i32);
-    let secs = (base.as_secs_f64() * factor).min(u64::MAX as f64 / 4.0);
-    let scaled = Duration::from_secs_f64(secs);
+    // NaN, infinity or a product past the cap all end at the cap.
+    let scaled = Duration::try_from_secs_f64(base.as_secs_f64() * factor)
+        .unwrap_or(MAX_DURATION)
+        .clamp(base, MAX_DURATION);
     match policy.bantime_max {
         BanDuration::Permanent => BanDuration::For(scaled),
         BanDuration::For(max) => BanDuration::For(scaled.min(max.max(base))),
@@ -90,19 +100,30 @@ pub fn offhours_active(schedule: Option<&Schedule>, now: SystemTime) -> bool {
     schedule.is_some_and(|s| s.contains(local))
 }
 
-/// Thresholds for a failure: policy, then the filter's, then the source's overrides;
-/// inside off-hours windows the off-hours values win.
-pub fn thresholds(config: &Config, filter: &str, source: usize, offhours: bool) -> Effective {
+/// Thresholds for a failure: policy (for the program's own filters, a default by
+/// evidence), then the filter's, then the source's overrides; inside off-hours windows the
+/// off-hours values win.
+pub fn thresholds(
+    config: &Config,
+    filter: &str,
+    evidence: Evidence,
+    source: usize,
+    offhours: bool,
+) -> Effective {
     let p = &config.policy;
     let mut e = Effective {
         maxretry: p.maxretry,
         findtime: p.findtime,
         bantime: p.bantime,
     };
-    // The program's own detections are already conclusive (a scanner's User-Agent, or
-    // hundreds of over-limit packets): one is enough unless the admin says otherwise.
-    if crate::config::XDP_FILTERS.contains(&filter) {
-        e.maxretry = 1;
+    // A scanner's User-Agent over an established TCP connection is conclusive: one bans.
+    // Over UDP one forged datagram can carry it with any source address, and so can a
+    // flood: those need repeated hits within findtime (the packets are dropped at once).
+    match (filter, evidence) {
+        ("sip-scanner", Evidence::Proven) => e.maxretry = 1,
+        ("sip-scanner", Evidence::Spoofable) => e.maxretry = config.scanners.udp_hits,
+        ("sip-flood", _) => e.maxretry = config.flood.failures_to_ban,
+        _ => {}
     }
     if let Some(t) = p.filter.get(filter) {
         e.apply(t);
@@ -161,11 +182,76 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any accepted base and cap, any valid factor and any offense count: no panic, and
+        /// the length stays between `bantime` and 100 years (where expiries, nft timeouts and
+        /// the program's clock are all safe).
+        #[test]
+        fn escalation_stays_within_bounds(
+            base in 1..=MAX_DURATION.as_secs(),
+            max in proptest::option::of(1..=MAX_DURATION.as_secs()),
+            factor in 1.0f64..=100.0,
+            offense: u32,
+        ) {
+            let policy = PolicyConfig {
+                bantime_factor: factor,
+                bantime_max: max.map_or(BanDuration::Permanent, |m| {
+                    BanDuration::For(Duration::from_secs(m))
+                }),
+                ..PolicyConfig::default()
+            };
+            let base = Duration::from_secs(base);
+            match escalate(BanDuration::For(base), offense, &policy) {
+                BanDuration::For(d) => {
+                    proptest::prop_assert!(d >= base && d <= MAX_DURATION, "{d:?}");
+                    let now = SystemTime::now();
+                    proptest::prop_assert!(BanDuration::For(d).expiry_from(now).is_some());
+                }
+                BanDuration::Permanent => proptest::prop_assert!(false, "only permanent_after makes it permanent"),
+            }
+        }
+    }
+
     #[test]
-    fn program_detections_ban_at_once_unless_overridden() {
-        let c = config("[policy]\nmaxretry = 5\n\n[policy.filter.sip-flood]\nmaxretry = 3\n");
-        assert_eq!(thresholds(&c, "asterisk", 0, false).maxretry, 5);
-        assert_eq!(thresholds(&c, "sip-scanner", 0, false).maxretry, 1);
-        assert_eq!(thresholds(&c, "sip-flood", 0, false).maxretry, 3);
+    fn program_detections_need_repeats_unless_proven() {
+        use Evidence::{Proven, Spoofable};
+        let c = config("[policy]\nmaxretry = 5\n");
+        assert_eq!(thresholds(&c, "asterisk", Proven, 0, false).maxretry, 5);
+        assert_eq!(thresholds(&c, "asterisk", Spoofable, 0, false).maxretry, 5);
+        // A scanner over an established TCP connection bans at once, over UDP at the third.
+        assert_eq!(thresholds(&c, "sip-scanner", Proven, 0, false).maxretry, 1);
+        assert_eq!(
+            thresholds(&c, "sip-scanner", Spoofable, 0, false).maxretry,
+            3
+        );
+        assert_eq!(thresholds(&c, "sip-flood", Spoofable, 0, false).maxretry, 3);
+        assert_eq!(thresholds(&c, "sip-flood", Proven, 0, false).maxretry, 3);
+    }
+
+    #[test]
+    fn evidence_defaults_follow_their_keys_and_lose_to_overrides() {
+        use Evidence::{Proven, Spoofable};
+        let c = config(
+            "[scanners]\nudp_hits = 7\n\n[flood]\nfailures_to_ban = 4\n\n[policy.filter.sip-flood]\nmaxretry = 2\n",
+        );
+        assert_eq!(
+            thresholds(&c, "sip-scanner", Spoofable, 0, false).maxretry,
+            7
+        );
+        assert_eq!(thresholds(&c, "sip-scanner", Proven, 0, false).maxretry, 1);
+        // An explicit per-filter threshold is the admin's word and wins.
+        assert_eq!(thresholds(&c, "sip-flood", Spoofable, 0, false).maxretry, 2);
+        let c = config("[policy.filter.sip-scanner]\nmaxretry = 1\n");
+        assert_eq!(
+            thresholds(&c, "sip-scanner", Spoofable, 0, false).maxretry,
+            1
+        );
+        assert!(
+            Config::parse(
+                "[enforce]\ninterfaces = [\"eth0\"]\n[scanners]\nudp_hits = 0\n",
+                Path::new("t.toml")
+            )
+            .is_err()
+        );
     }
 }

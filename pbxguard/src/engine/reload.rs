@@ -10,7 +10,6 @@ use super::{Engine, EngineError, policy};
 use crate::{
     config::Config,
     enforce::{EnforceError, Enforcer, perimeter::Perimeter},
-    guard::Guard,
 };
 
 /// The geo networks `config` asks for and the database stamp they came from; an error
@@ -65,9 +64,10 @@ impl Engine {
             || config.metrics != old.metrics
             || config.notify != old.notify
             || config.ban.max_entries != old.ban.max_entries
+            || config.trust != old.trust
         {
             tracing::warn!(
-                "[daemon], [enforce], [metrics], [notify] and [ban] max_entries changes take effect at the next restart"
+                "[daemon], [enforce], [metrics], [notify], [trust] and [ban] max_entries changes take effect at the next restart"
             );
         }
         // Everything computed before anything changes.
@@ -119,7 +119,7 @@ impl Engine {
                 nets: std::sync::Arc::new(nets),
             };
         }
-        self.guard = Guard::new(&config.allow.networks, self.guard.host_addresses().to_vec());
+        self.guard.set_allowlist(&config.allow.networks);
         self.offhours = policy::offhours_schedule(&config);
         let mut next = (*old).clone();
         next.allow = config.allow;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     config::{Config, Mode},
-    enforce::InterfaceStatus,
+    enforce::{InterfaceStatus, RuleOff},
     guard::HostAddress,
     metrics::DetectionMetrics,
     source::SourceStats,
@@ -29,12 +29,16 @@ pub struct Status {
     pub backend_note: Option<String>,
     /// Protected interfaces and how.
     pub interfaces: Vec<InterfaceStatus>,
+    /// Rules the live backend does not enforce, and why (empty when all are on).
+    pub rules_off: Vec<RuleOff>,
     /// Active bans.
     pub bans: usize,
     /// Allowlisted networks.
     pub allowlisted: usize,
     /// This host's addresses, never banned (refreshed on netlink address changes).
     pub host_addresses: Vec<HostAddress>,
+    /// Peers the PBX's own configs name, with file and line: never banned.
+    pub pbx_trusted: Vec<crate::trust::Trusted>,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
     /// Damaged journal lines found at start (empty when healthy).
@@ -52,6 +56,10 @@ pub struct Status {
     pub tracked_sources: usize,
     /// Failures from protected addresses that were ignored.
     pub ignored_failures: u64,
+    /// Spoofable evidence against known addresses that was ignored.
+    pub ignored_spoofable: u64,
+    /// Addresses known from success lines (`[policy] known_for`).
+    pub known: usize,
     /// Bans observe mode would have made.
     pub would_ban: u64,
     /// Bans due that the kernel refused (map or set full).

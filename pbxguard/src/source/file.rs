@@ -9,7 +9,7 @@
 use std::{
     fs::File,
     io::{self, Read as _, Seek as _, SeekFrom},
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -32,10 +32,45 @@ pub struct FileFollower {
     open: Option<(File, FilePosition)>,
     splitter: LineSplitter,
     buf: Vec<u8>,
+    /// The non-regular file last warned about at this path, so the warning is given once.
+    skipped: Option<(u64, u64)>,
 }
 
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
+}
+
+/// What a path is, for the warning about a file that is not followed.
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file. Opening never blocks (a FIFO
+/// would wait for a writer) and the check is made on the opened file, so a path swapped
+/// meanwhile is not followed either. `Err(meta)` is what the path is instead.
+fn open_regular(path: &Path) -> io::Result<Result<File, std::fs::Metadata>> {
+    // Look first, so a device is not even opened (opening some has side effects).
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Ok(Err(meta));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    Ok(if meta.is_file() { Ok(file) } else { Err(meta) })
 }
 
 impl FileFollower {
@@ -53,6 +88,7 @@ impl FileFollower {
             open: None,
             splitter: LineSplitter::default(),
             buf: vec![0; CHUNK],
+            skipped: None,
         };
         let current = std::fs::metadata(path).ok();
         match (saved, current) {
@@ -98,21 +134,39 @@ impl FileFollower {
     }
 
     fn open_at(&mut self, offset: u64) {
-        match File::open(&self.path).and_then(|mut f| {
-            let meta = f.metadata()?;
-            f.seek(SeekFrom::Start(offset))?;
-            Ok((
-                f,
-                FilePosition {
-                    dev: meta.dev(),
-                    inode: meta.ino(),
-                    offset,
-                },
-            ))
-        }) {
-            Ok(open) => {
-                self.open = Some(open);
+        let mut file = match open_regular(&self.path) {
+            Ok(Ok(file)) => file,
+            Ok(Err(meta)) => {
+                // Not followed; a regular file at this path later is.
+                self.open = None;
+                if self.skipped != Some(identity(&meta)) {
+                    self.skipped = Some(identity(&meta));
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        "not following this path: it is {}; a source reads regular log files only",
+                        kind(&meta)
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot open log");
+                return;
+            }
+        };
+        let position = file.metadata().and_then(|meta| {
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(FilePosition {
+                dev: meta.dev(),
+                inode: meta.ino(),
+                offset,
+            })
+        });
+        match position {
+            Ok(pos) => {
+                self.open = Some((file, pos));
                 self.splitter.reset();
+                self.skipped = None;
             }
             Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "cannot open log"),
         }
@@ -120,7 +174,7 @@ impl FileFollower {
 
     /// Reads `path` from `offset` to its end, without adopting it.
     fn drain_other(&mut self, path: &Path, offset: u64, on_line: &mut dyn FnMut(&[u8])) {
-        if let Ok(mut file) = File::open(path)
+        if let Ok(Ok(mut file)) = open_regular(path)
             && file.seek(SeekFrom::Start(offset)).is_ok()
         {
             let mut splitter = LineSplitter::default();
@@ -367,6 +421,82 @@ mod tests {
         let (mut f, caught_up) = start(&log.path("full"), Some(saved), Start::End);
         assert_eq!(caught_up, ["missed before rotation"]);
         assert_eq!(poll(&mut f), ["after rotation"]);
+    }
+
+    /// Runs `f` on a thread and fails if it has not returned within a minute (a follower
+    /// that blocks would otherwise hang the test run instead of failing it).
+    fn returns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("blocked on a file that is not a regular file")
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn special_files_are_skipped_with_one_warning_each() {
+        let log = Log::new();
+        nix::unistd::mkfifo(
+            &log.path("fifo.log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(log.path("dir.log")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(log.path("socket.log")).unwrap();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let dir = log.path("");
+        let lines = returns(move || {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let mut lines = Vec::new();
+                for (name, from) in [
+                    ("fifo.log", Start::Beginning),
+                    ("dir.log", Start::End),
+                    ("socket.log", Start::Beginning),
+                ] {
+                    let (mut f, _) = start(&dir.join(name), None, from);
+                    assert_eq!(f.position(), None, "{name}");
+                    for _ in 0..3 {
+                        lines.extend(poll(&mut f));
+                    }
+                    // A regular file in its place is followed, from its start.
+                    if name == "fifo.log" {
+                        std::fs::remove_file(dir.join(name)).unwrap();
+                        std::fs::write(dir.join(name), "now a regular file\n").unwrap();
+                        lines.extend(poll(&mut f));
+                        assert!(f.position().is_some());
+                    }
+                }
+                lines
+            })
+        });
+        assert_eq!(lines, ["now a regular file"]);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        for (name, kind) in [
+            ("fifo.log", "a FIFO"),
+            ("dir.log", "a directory"),
+            ("socket.log", "a socket"),
+        ] {
+            let warnings: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
+            assert_eq!(warnings.len(), 1, "{name}: {text}");
+            assert!(warnings[0].contains(&format!("it is {kind}")), "{text}");
+        }
     }
 
     #[test]

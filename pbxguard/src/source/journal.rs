@@ -1,8 +1,12 @@
 //! Follows a systemd journal unit (Debian 12's sshd logs only there) through
 //! `journalctl --follow --output=json`, resuming after the last cursor it handled.
+//!
+//! Messages get the cap of file lines: up to [`MAX_LINE`] they are matched (journalctl's
+//! `--all`, or it would turn every MESSAGE over 4 KiB into `null`, an easy way to hide a
+//! failure behind a long user name), longer ones are dropped and counted as oversized.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::Read as _,
     path::PathBuf,
     process::{Command, Stdio},
     sync::{Mutex, atomic::Ordering},
@@ -11,8 +15,15 @@ use std::{
 
 use serde_json::Value;
 
-use super::{AliveGuard, Shared, SourceStats};
+use super::{
+    AliveGuard, Shared, SourceStats,
+    lines::{LineSplitter, MAX_LINE},
+};
 use crate::detect::{Matcher, Scratch};
+
+/// Longest JSON line read: a [`MAX_LINE`] message escaped (`\u00XX` is 6 bytes for 1) plus
+/// the cursor and timestamps. A longer line holds a longer message.
+const MAX_JSON: usize = 6 * MAX_LINE + 4096;
 
 /// What to follow.
 #[derive(Clone, Debug)]
@@ -40,6 +51,9 @@ impl Spec {
         cmd.args([
             "--follow",
             "--output=json",
+            // Only MESSAGE (plus the cursor and timestamps), in full.
+            "--output-fields=MESSAGE",
+            "--all",
             "--no-pager",
             "--quiet",
             "--unit",
@@ -105,6 +119,7 @@ pub(super) fn follow(
     let _alive = AliveGuard::new(stats);
     let key = spec.key();
     let mut scratch = Scratch::default();
+    let mut buf = vec![0u8; 64 * 1024];
     while !shared.stop.load(Ordering::Acquire) {
         let cursor = shared
             .positions
@@ -118,22 +133,32 @@ pub(super) fn follow(
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(unit = %spec.unit, error = %e, "cannot run journalctl; is systemd installed?");
-                std::thread::sleep(Duration::from_secs(5));
+                shared.sleep(Duration::from_secs(5));
                 continue;
             }
         };
         *child.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.id());
-        let stdout = process.stdout.take().expect("piped");
-        for line in BufReader::new(stdout).split(b'\n') {
-            let Ok(line) = line else { break };
-            let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
-                continue;
+        // A stop that came before the pid was stored found nothing to kill: kill it here,
+        // or the read below would wait for the next journal entry forever.
+        if shared.stop.load(Ordering::Acquire) {
+            let _ = process.kill();
+        }
+        let mut stdout = process.stdout.take().expect("piped");
+        let mut splitter = LineSplitter::with_max(MAX_JSON);
+        let mut engine_gone = false;
+        // False when the engine is gone.
+        let mut entry = |line: &[u8]| -> bool {
+            let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+                return true;
             };
-            if let Some(text) = message(&entry)
-                && !shared.line(index, matcher, stats, &mut scratch, &text)
-            {
-                let _ = process.kill();
-                return;
+            match message(&entry) {
+                Some(text) if text.len() > MAX_LINE => {
+                    stats.oversized.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(text) if !shared.line(index, matcher, stats, &mut scratch, &text) => {
+                    return false;
+                }
+                _ => {}
             }
             if let Some(cursor) = entry.get("__CURSOR").and_then(Value::as_str) {
                 shared
@@ -144,13 +169,36 @@ pub(super) fn follow(
                     .insert(key.clone(), cursor.to_string());
                 shared.dirty.store(true, Ordering::Release);
             }
+            true
+        };
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let before = splitter.oversized();
+            splitter.feed(&buf[..n], &mut |line| {
+                engine_gone = engine_gone || !entry(line);
+            });
+            stats
+                .oversized
+                .fetch_add(splitter.oversized() - before, Ordering::Relaxed);
+            if engine_gone {
+                break;
+            }
         }
+        // Forget the pid before reaping, so a stop never signals a recycled one.
+        *child.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let _ = process.kill();
         let _ = process.wait();
-        *child.pid.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if engine_gone {
+            return;
+        }
         if !shared.stop.load(Ordering::Acquire) {
             tracing::warn!(unit = %spec.unit, "journalctl exited; restarting in 2s");
-            std::thread::sleep(Duration::from_secs(2));
+            shared.sleep(Duration::from_secs(2));
         }
     }
 }

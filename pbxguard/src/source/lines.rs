@@ -6,15 +6,34 @@
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Incremental line splitter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineSplitter {
     partial: Vec<u8>,
     discarding: bool,
     oversized: u64,
     completed: u64,
+    max: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> LineSplitter {
+        LineSplitter::with_max(MAX_LINE)
+    }
 }
 
 impl LineSplitter {
+    /// A splitter dropping lines longer than `max` instead of [`MAX_LINE`] (the journal's
+    /// JSON wraps a line of up to [`MAX_LINE`] in escapes and metadata).
+    pub fn with_max(max: usize) -> LineSplitter {
+        LineSplitter {
+            partial: Vec::new(),
+            discarding: false,
+            oversized: 0,
+            completed: 0,
+            max,
+        }
+    }
+
     /// Feeds a chunk; calls `on_line` for each complete line (without `\n`).
     pub fn feed(&mut self, chunk: &[u8], on_line: &mut dyn FnMut(&[u8])) {
         self.feed_numbered(chunk, &mut |_, line| on_line(line));
@@ -31,21 +50,21 @@ impl LineSplitter {
                 self.discarding = false;
                 continue;
             }
-            if self.partial.is_empty() {
+            if self.partial.len() + piece.len() > self.max {
+                self.partial.clear();
+                self.oversized += 1;
+            } else if self.partial.is_empty() {
                 on_line(self.completed, piece);
-            } else if self.partial.len() + piece.len() <= MAX_LINE {
+            } else {
                 self.partial.extend_from_slice(piece);
                 on_line(self.completed, &self.partial);
                 self.partial.clear();
-            } else {
-                self.partial.clear();
-                self.oversized += 1;
             }
         }
         if self.discarding {
             return;
         }
-        if self.partial.len() + chunk.len() > MAX_LINE {
+        if self.partial.len() + chunk.len() > self.max {
             self.partial.clear();
             self.discarding = true;
             self.oversized += 1;
@@ -77,7 +96,7 @@ impl LineSplitter {
         self.discarding = false;
     }
 
-    /// Lines dropped for being longer than [`MAX_LINE`].
+    /// Lines dropped for being longer than the maximum ([`MAX_LINE`] by default).
     pub fn oversized(&self) -> u64 {
         self.oversized
     }
@@ -118,6 +137,19 @@ mod tests {
         assert_eq!(s.oversized(), 1);
         let (lines, _) = split(&[&big, b"\nc\n"]);
         assert_eq!(lines, [b"c".to_vec()]);
+    }
+
+    #[test]
+    fn a_long_line_inside_one_big_chunk_is_dropped_too() {
+        let mut chunk = vec![b'x'; MAX_LINE + 1];
+        chunk.extend_from_slice(b"\nshort\n");
+        let (lines, s) = split(&[&chunk]);
+        assert_eq!(lines, [b"short".to_vec()]);
+        assert_eq!(s.oversized(), 1);
+        let mut s = LineSplitter::with_max(4);
+        let mut out = Vec::new();
+        s.feed(b"four\nfive!\n", &mut |l| out.push(l.to_vec()));
+        assert_eq!((out, s.oversized()), (vec![b"four".to_vec()], 1));
     }
 
     #[test]

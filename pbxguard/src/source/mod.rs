@@ -34,7 +34,7 @@ use self::{
 };
 use crate::{
     config::{Config, SourceConfig},
-    detect::{Matcher, Scratch, pattern::PatternError},
+    detect::{Evidence, Kind, Matcher, Scratch, pattern::PatternError},
 };
 
 /// A recognised failure.
@@ -50,6 +50,10 @@ pub struct Event {
     pub source: usize,
     /// When the line was read.
     pub at: SystemTime,
+    /// How hard the evidence is to forge.
+    pub evidence: Evidence,
+    /// Failure or success line.
+    pub kind: Kind,
 }
 
 /// Lines read and matched by one source, for status and metrics.
@@ -143,6 +147,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Sleeps up to `duration`, returning early once the sources are stopping.
+    fn sleep(&self, duration: Duration) {
+        let deadline = std::time::Instant::now() + duration;
+        while !self.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
     /// Matches a line and forwards a hit; false when the engine is gone.
     fn line(
         &self,
@@ -169,6 +185,8 @@ impl Shared {
             rule: hit.rule,
             source: index,
             at: now,
+            evidence: hit.evidence,
+            kind: hit.kind,
         };
         self.events.blocking_send(event).is_ok()
     }
@@ -416,9 +434,6 @@ fn follow_files(
             if let Err(e) = follower.poll(emit!()) {
                 tracing::warn!(file = %follower.path().display(), error = %e, "reading log failed");
             }
-            stats
-                .oversized
-                .store(follower.oversized(), Ordering::Relaxed);
             if let Some(pos) = follower.position() {
                 let mut positions = shared.positions.lock().unwrap_or_else(|p| p.into_inner());
                 if positions.files.get(follower.path()) != Some(&pos) {
@@ -427,6 +442,8 @@ fn follow_files(
                 }
             }
         }
+        let oversized = followers.values().map(FileFollower::oversized).sum();
+        stats.oversized.store(oversized, Ordering::Relaxed);
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
@@ -499,6 +516,55 @@ mod tests {
         assert!(stats.is_alive());
 
         sources.stop();
+        assert!(!stats.is_alive());
+    }
+
+    #[test]
+    fn a_fifo_matching_a_glob_is_skipped_and_stop_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // Before, the follower blocked opening the FIFO and never read b.log, whatever the
+        // order the directory was listed in.
+        nix::unistd::mkfifo(
+            &dir.path().join("a.log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let log = dir.path().join("b.log");
+        std::fs::write(&log, "").unwrap();
+        let glob = dir.path().join("*.log");
+        let text = format!(
+            "[enforce]\ninterfaces = [\"eth0\"]\n\n[daemon]\nstate_dir = {state:?}\n\n\
+             [[source]]\npath = {glob:?}\nfilters = [\"asterisk\"]\n"
+        );
+        let config = Config::parse(&text, Path::new("/etc/pbxguard/test.toml")).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (stats_tx, stats_rx) = std::sync::mpsc::channel();
+        // Start, read past the FIFO, stop: on a thread, so a follower blocked on the FIFO
+        // fails the test instead of hanging it.
+        std::thread::spawn(move || {
+            let sources = Sources::start(&config, tx).unwrap();
+            let stats = sources.stats()[0].clone();
+            stats_tx.send(stats.clone()).unwrap();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .unwrap()
+                .write_all(b"a line beside the FIFO\n")
+                .unwrap();
+            let read = eventually(|| stats.lines.load(Ordering::Relaxed) == 1);
+            sources.stop();
+            done_tx.send(read).unwrap();
+        });
+        let stats = stats_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("Sources::start returned");
+        let read = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("Sources::stop returned");
+        assert!(read, "the regular file beside the FIFO is followed");
         assert!(!stats.is_alive());
     }
 }

@@ -19,6 +19,10 @@ use pbxguard_common::{DetectionEvent, EVENT_FLOOD, EVENT_SCANNER};
 use tokio::sync::mpsc::Sender;
 
 use super::Event;
+use crate::detect::{Evidence, Kind};
+
+/// IP protocol number of TCP in [`DetectionEvent::protocol`].
+const IPPROTO_TCP: u8 = 6;
 
 /// Source index used for program events (no `[[source]]` overrides apply).
 pub const PROGRAM_SOURCE: usize = usize::MAX;
@@ -46,12 +50,20 @@ pub fn to_event(raw: &DetectionEvent, signatures: &[String]) -> Option<Event> {
         ),
         _ => return None,
     };
+    // A flood is counted per packet, SYNs included, so it is spoofable over either protocol;
+    // the program reports a TCP scanner signature only on an established connection.
+    let evidence = match (raw.kind, raw.protocol) {
+        (EVENT_SCANNER, IPPROTO_TCP) => Evidence::Proven,
+        _ => Evidence::Spoofable,
+    };
     Some(Event {
         ip,
         filter: filter.into(),
         rule: rule.into(),
         source: PROGRAM_SOURCE,
         at: SystemTime::now(),
+        evidence,
+        kind: Kind::Failure,
     })
 }
 

@@ -48,6 +48,10 @@ pub struct BanRecord {
     /// How many times this network has been banned by detection (escalation step).
     #[serde(default)]
     pub offense: Option<u32>,
+    /// How hard the evidence that banned it was to forge (`None` for manual bans and bans
+    /// journaled before pbxguard recorded it).
+    #[serde(default)]
+    pub evidence: Option<crate::detect::Evidence>,
 }
 
 /// A network's history of detected offenses, for escalating ban lengths.
@@ -146,6 +150,11 @@ impl Store {
             damage,
             damaged_copy,
         })
+    }
+
+    /// The state directory it lives in (other small state files go next to the journal).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Lines that could not be read when the store was opened (empty when healthy).
@@ -369,6 +378,7 @@ mod tests {
             rule: None,
             failures: None,
             offense: None,
+            evidence: None,
         }
     }
 

@@ -35,8 +35,9 @@
 //!   name, `0x...` session pointer), so the address is pinned from the left there, and from
 //!   the right for the SIP and PJSIP services, whose digest values cannot hold `="`.
 //!
-//! Not matched: successful registrations, `Registration from ... - RTP initialization failed`
-//! / `Device not configured to use this transport type` / `Unknown failure` (the server's or
+//! Successful registrations and authentications are success rules (they make the address
+//! *known*); the address of a success line is pinned the same way. Not matched:
+//! `Registration from ... - RTP initialization failed` / `Device not configured to use this transport type` / `Unknown failure` (the server's or
 //! the admin's problem, not a guess), and every line whose address comes from a SIP header
 //! (`Failed to authenticate device "x" <sip:100@1.2.3.4>`, `Sending fake auth rejection for
 //! device 100<sip:100@1.2.3.4>`): those addresses are whatever the client wrote.
@@ -91,13 +92,25 @@ const PREFIX: &str = concat!(
 const RULES: &[(&str, &str, &str)] = &[
     // [2019-11-05 08:46:22] NOTICE[1638] chan_sip.c: Registration from '"100" <sip:100@pbx.example.com>' failed for '203.0.113.5:5060' - Wrong password
     // The text between the first quotes is the client's whole `To` header.
+    // Wrong password and a mismatched auth name come only after a challenge (round trip).
     (
         "sip_register_failed",
         "Registration from '",
         concat!(
             src!(r"chan_sip\.c"),
             r"Registration from '.*' failed for '<HOST>(?::\d+)?' - ",
-            r"(?:Wrong password|Username/auth name mismatch|No matching peer found|Not a local (?:SIP )?domain",
+            r"(?:Wrong password|Username/auth name mismatch)",
+        ),
+    ),
+    // [2019-11-05 08:46:22] NOTICE[1638] chan_sip.c: Registration from '"100" <sip:100@pbx.example.com>' failed for '203.0.113.5:5060' - No matching peer found
+    // The other reasons: one REGISTER, forged source address included, is enough (spoofable).
+    (
+        "sip_register_rejected",
+        "Registration from '",
+        concat!(
+            src!(r"chan_sip\.c"),
+            r"Registration from '.*' failed for '<HOST>(?::\d+)?' - ",
+            r"(?:No matching peer found|Not a local (?:SIP )?domain",
             r"|Device does not match ACL|Peer is not supposed to register|ACL error \(permit/deny\))",
         ),
     ),
@@ -248,10 +261,69 @@ const RULES: &[(&str, &str, &str)] = &[
             r#"(?:,ReceivedChallenge=".*")?(?:,ReceivedHash=".*")?"#,
         ),
     ),
+    // Success lines (kind `success`): they make the address *known* for `known_for`.
+    // [2019-09-27 06:20:59] SECURITY[26964] res_security_log.c: SecurityEvent="SuccessfulAuth",EventTV="2019-09-27T06:20:59.498+0200",Severity="Informational",Service="PJSIP",EventVersion="1",AccountID="100",SessionID="1927066504",LocalAddress="IPV4/UDP/192.0.2.1/5060",RemoteAddress="IPV4/UDP/192.0.2.108/53571",UsingPassword="1"
+    // Only with a password (`UsingPassword="1"`): an endpoint matched by address alone is
+    // "authenticated" by one forged packet. AccountID and SessionID are the client's; the
+    // fields after the address are Asterisk's, so the last RemoteAddress is the real one.
+    (
+        "security_successful_auth",
+        r#"SecurityEvent="SuccessfulAuth""#,
+        concat!(
+            src!(r"res_security_log\.c"),
+            r#"SecurityEvent="SuccessfulAuth",EventTV="[^"]*",Severity="\w*",Service="\w*",EventVersion="\d+","#,
+            r#"AccountID=".*",SessionID=".*",LocalAddress="IPV[46]/(?:\w+/)?[^"/]*/\d+","#,
+            r#"RemoteAddress="IPV[46]/(?:\w+/)?<HOST>/\d+""#,
+            r#"(?:,Module="[^"]*")?(?:,SessionTV="[^"]*")?,UsingPassword="1""#,
+        ),
+    ),
+    // [2019-11-05 08:46:22] VERBOSE[1234] chan_sip.c: Registered SIP '100' at 198.51.100.120:5060
+    // (older builds: `    -- Registered SIP ...`). The peer name is configuration; chan_sip
+    // writes the address the registration came from (with `nat=force_rport`, the default).
+    (
+        "sip_registered",
+        "Registered SIP '",
+        concat!(
+            src!(r"chan_sip\.c"),
+            r" *(?:-- )?Registered SIP '[^']*' at <HOST>(?::\d+)?",
+        ),
+    ),
+    // [2023-05-02 10:11:12] VERBOSE[2345] res_pjsip_registrar.c: Added contact 'sip:100@198.51.100.130:5060;ob' to AOR '100' with expiration of 3600 seconds
+    // The contact URI is the client's, but it holds no space and its user part no `@`
+    // (pjsip escapes both), so the host after the first `@` is what the phone wrote; with `rewrite_contact=yes`
+    // (usual behind NAT) it is the address the REGISTER came from. The AOR is configuration.
+    (
+        "pjsip_added_contact",
+        "Added contact '",
+        concat!(
+            src!(r"res_pjsip_registrar\.c"),
+            r" *(?:-- )?Added contact 'sips?:[^@\s]*@<HOST>(?::\d+)?(?:;\S*)?' to AOR '[^']*' with expiration of \d+ seconds",
+        ),
+    ),
 ];
 
 /// The built-in `asterisk` filter: chan_sip, PJSIP, IAX2 and AMI authentication failures,
 /// unknown-peer scans and calls to non-existent extensions, and the security event log.
 pub fn filter() -> FilterSpec {
     FilterSpec::from_static("asterisk", PREFIX, RULES)
+        // One unauthenticated UDP request (or a line forged through a URL-decoded
+        // extension) makes these; AMI, the GUI and digest failures after a challenge need a
+        // round trip and stay proven.
+        .spoofable(&[
+            "sip_register_rejected",
+            "sip_extension_not_found",
+            "hacking_attempt",
+            "iax2_auth_failed",
+            "iax2_unknown_peer",
+            "pjsip_request_failed",
+            "pjsip_extension_not_found",
+            "unknown_sip_connection",
+            "security_failed_acl",
+            "security_invalid_account",
+        ])
+        .success(&[
+            "security_successful_auth",
+            "sip_registered",
+            "pjsip_added_contact",
+        ])
 }

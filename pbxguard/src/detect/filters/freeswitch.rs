@@ -28,6 +28,11 @@
 //! address of the attacker's choice. The same request is logged as a `SIP auth failure`
 //! line as well (with `log-auth-failures`), which is safe.
 //!
+//! FreeSWITCH writes no success line that names the source address (the `Register:` block
+//! of `sofia profile NAME debug` is multi-line and names only the Contact), so this filter
+//! has no success rule: a FreeSWITCH phone becomes known only through the PBX-config trust
+//! or another success line (e.g. a Kamailio/OpenSIPS front end).
+//!
 //! Do not watch a log that holds SIP traces (`sofia global siptrace on`, `sofia tracelevel`):
 //! they copy received packets line by line, and a packet's line can imitate any log line.
 
@@ -74,4 +79,6 @@ pub fn filter() -> FilterSpec {
 /// The opt-in `freeswitch-challenge` filter: sofia digest challenges (counts phones too).
 pub fn challenge_filter() -> FilterSpec {
     FilterSpec::from_static("freeswitch-challenge", PREFIX, CHALLENGE_RULES)
+        // One credential-less request, forged source included, yields a challenge.
+        .spoofable(&["sofia_auth_challenge"])
 }

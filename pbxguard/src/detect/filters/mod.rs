@@ -22,31 +22,93 @@ mod sshd;
 
 use super::FilterSpec;
 
-/// Names of the built-in filters, as used in `[[source]] filters`.
-pub const NAMES: [&str; 6] = [
-    "asterisk",
-    "freepbx",
-    "freeswitch",
-    "kamailio",
-    "opensips",
-    "sshd",
+/// One built-in filter.
+#[derive(Clone, Copy, Debug)]
+pub struct Builtin {
+    /// Name used in `[[source]] filters`, `[policy.filter.NAME]` and `test-log --filter`.
+    pub name: &'static str,
+    /// Opt-in filters also count legitimate traffic or noise, so they need a deliberate
+    /// threshold; they are valid everywhere a name is, and listed apart in messages.
+    pub opt_in: bool,
+    /// Builds the filter's rules.
+    pub spec: fn() -> FilterSpec,
+}
+
+impl Builtin {
+    const fn new(name: &'static str, spec: fn() -> FilterSpec) -> Builtin {
+        Builtin {
+            name,
+            opt_in: false,
+            spec,
+        }
+    }
+
+    const fn opt_in(name: &'static str, spec: fn() -> FilterSpec) -> Builtin {
+        Builtin {
+            name,
+            opt_in: true,
+            spec,
+        }
+    }
+}
+
+/// Every built-in filter: the one list that config validation, the sources and `test-log`
+/// read, so a filter added here (one line) is usable everywhere at once.
+pub const ALL: &[Builtin] = &[
+    Builtin::new("asterisk", asterisk::filter),
+    Builtin::new("freepbx", freepbx::filter),
+    Builtin::new("freeswitch", freeswitch::filter),
+    Builtin::opt_in("freeswitch-challenge", freeswitch::challenge_filter),
+    Builtin::new("kamailio", kamailio::filter),
+    Builtin::new("opensips", opensips::filter),
+    Builtin::new("sshd", sshd::filter),
+    Builtin::opt_in("sshd-aggressive", sshd::aggressive_filter),
 ];
 
-/// Every built-in filter.
+/// Names of every built-in filter, opt-in ones included.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|b| b.name)
+}
+
+/// Every built-in filter, opt-in ones included.
 pub fn builtin() -> Vec<FilterSpec> {
-    NAMES.iter().filter_map(|name| named(name)).collect()
+    ALL.iter().map(|b| (b.spec)()).collect()
 }
 
 /// The built-in filter called `name`.
 pub fn named(name: &str) -> Option<FilterSpec> {
-    Some(match name {
-        "asterisk" => asterisk::filter(),
-        "freepbx" => freepbx::filter(),
-        "freeswitch" => freeswitch::filter(),
-        "freeswitch-challenge" => freeswitch::challenge_filter(),
-        "kamailio" => kamailio::filter(),
-        "opensips" => opensips::filter(),
-        "sshd" => sshd::filter(),
-        _ => return None,
-    })
+    ALL.iter().find(|b| b.name == name).map(|b| (b.spec)())
+}
+
+/// The names an admin can use, for "no filter called ..." messages: built-in, opt-in
+/// built-in, then the config's own `[[filter]]`s.
+pub fn known_names<'a>(own: impl IntoIterator<Item = &'a str>) -> String {
+    let list = |opt_in: bool| {
+        ALL.iter()
+            .filter(|b| b.opt_in == opt_in)
+            .map(|b| b.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("{}; opt-in: {}", list(false), list(true));
+    let own: Vec<&str> = own.into_iter().collect();
+    if !own.is_empty() {
+        text.push_str(&format!("; yours: {}", own.join(", ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_builds_the_filter_it_names() {
+        for b in ALL {
+            assert_eq!((b.spec)().name, b.name);
+            assert_eq!(ALL.iter().filter(|o| o.name == b.name).count(), 1);
+        }
+        assert!(named("freeswitch-challenge").is_some());
+        assert!(names().any(|n| n == "freeswitch-challenge"));
+    }
 }

@@ -160,7 +160,7 @@ pub fn parse_held(value: &Value) -> Option<(Range, Expiry)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::parse_net;
+    use crate::units::{BanDuration, MAX_DURATION, parse_net};
 
     #[test]
     fn elements_round_trip_through_nft_json() {
@@ -180,6 +180,18 @@ mod tests {
             parse_held(&prefix).unwrap().0,
             Range::of(&parse_net("10.0.0.0/25").unwrap())
         );
+    }
+
+    proptest::proptest! {
+        /// Every accepted ban length becomes a timeout in whole seconds that nftables takes:
+        /// the kernel refuses more than about 584 years of milliseconds (ERANGE).
+        #[test]
+        fn every_accepted_length_is_a_valid_timeout(secs in 1..=MAX_DURATION.as_secs()) {
+            let expiry = BanDuration::For(Duration::from_secs(secs)).expiry_from(SystemTime::now());
+            let t = timeout(expiry).unwrap();
+            proptest::prop_assert!(t >= 1 && t <= secs, "{t} for {secs}");
+            proptest::prop_assert!(t.checked_mul(1000).is_some_and(|ms| ms < u64::MAX / 1_000_000));
+        }
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //!
 //! pbxguard owns exactly one table, `inet pbxguard`, and touches nothing else. Its chain
 //! hooks prerouting at raw priority (before conntrack), on the configured interfaces only:
-//! allowlist first, then bans. Ban sets carry per-element timeouts, so bans end on time
-//! without the daemon; nested bans are cut into disjoint ranges ([`bans`]). Every change is
-//! one atomic `nft -j -f -` batch.
+//! allowlist first, then bans, geo and the port rules. Ban sets carry per-element timeouts,
+//! so bans end on time without the daemon; nested bans are cut into disjoint ranges
+//! ([`bans`]). Every change is one atomic `nft -j -f -` batch.
 
 mod bans;
 pub mod run;
@@ -27,17 +27,23 @@ use crate::config::Config;
 pub const TABLE: &str = "pbxguard";
 const FAMILY: &str = "inet";
 const CHAIN: &str = "prerouting";
+/// Regular chain that drops what the port rules cannot judge (see [`unclassified_rules`]).
+const UNCLASSIFIED: &str = "unclassified";
+/// Chain for peers the PBX's configs name: the flood limit, then accept.
+const PBX: &str = "pbx";
 /// Elements per batch: bounded so one `nft` run stays well inside netlink limits.
 const BATCH: usize = 5000;
 
 /// Named counters, one per verdict nftables can tell apart.
-const COUNTERS: [(Reason, &str); 6] = [
+const COUNTERS: [(Reason, &str); 8] = [
     (Reason::Passed, "passed"),
     (Reason::Allowlisted, "allowlisted"),
     (Reason::Banned, "banned"),
     (Reason::GeoBlocked, "geo_blocked"),
     (Reason::ProtectedPort, "protected_port"),
     (Reason::Flood, "sip_flood"),
+    (Reason::Unclassified, "unclassified"),
+    (Reason::PbxTrusted, "pbx_trusted"),
 ];
 
 /// Enforces with nftables.
@@ -106,6 +112,43 @@ fn dport_matches(ports: &[pbxguard_common::PortKey]) -> Vec<(&'static str, Value
         .collect()
 }
 
+/// The rules of the [`UNCLASSIFIED`] chain, jumped to while port rules exist. nftables
+/// finds the transport header through an extension header chain of any length
+/// (`ipv6_find_hdr`), so it has no walking limit; what it cannot judge by port is an IP
+/// packet whose TCP/UDP ports lie beyond its end (a header chain or transport header cut
+/// short, including a first fragment) or whose headers nftables could not parse. Those are
+/// dropped and counted `unclassified`, as on XDP. Protocols without ports and later
+/// fragments (delivered only with their first fragment, which is judged) return.
+fn unclassified_rules() -> Vec<Value> {
+    let rule = |expr: Vec<Value>| json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": UNCLASSIFIED, "expr": expr}}});
+    let ret = json!({"return": null});
+    vec![
+        json!({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": UNCLASSIFIED}}}),
+        // An unparsed header chain leaves l4proto unset: this match fails and the packet goes on.
+        rule(vec![
+            json!({"match": {"op": "!=", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp"]}}}),
+            ret.clone(),
+        ]),
+        rule(vec![
+            json!({"match": {"op": "!=", "left": {"&": [{"payload": {"protocol": "ip", "field": "frag-off"}}, 0x1fff]}, "right": 0}}),
+            ret.clone(),
+        ]),
+        rule(vec![
+            json!({"match": {"op": "!=", "left": {"exthdr": {"name": "frag", "field": "frag-off"}}, "right": 0}}),
+            ret.clone(),
+        ]),
+        // Fails when the ports lie beyond the packet.
+        rule(vec![
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": {"range": [0, 65535]}}}),
+            ret,
+        ]),
+        rule(vec![
+            json!({"counter": "unclassified"}),
+            json!({"drop": null}),
+        ]),
+    ]
+}
+
 /// Commands creating (if missing) and emptying an auto-merging interval set.
 fn interval_set(name: &str, kind: &str) -> Vec<Value> {
     let set = json!({"family": FAMILY, "table": TABLE, "name": name, "type": kind, "flags": ["interval"], "auto-merge": true});
@@ -155,6 +198,9 @@ impl NftEnforcer {
                 json!({"add": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}),
             );
         }
+        commands.extend(interval_set("pbx4", "ipv4_addr"));
+        commands.extend(interval_set("pbx6", "ipv6_addr"));
+        commands.push(json!({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": PBX}}}));
         commands.extend(interval_set("geo4", "ipv4_addr"));
         commands.extend(interval_set("geo6", "ipv6_addr"));
         let mut hooked = json!({"family": FAMILY, "table": TABLE, "name": CHAIN});
@@ -163,6 +209,9 @@ impl NftEnforcer {
         hooked["prio"] = json!(-300);
         hooked["policy"] = json!("accept");
         commands.push(json!({"add": {"chain": hooked}}));
+        commands.push(
+            json!({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": UNCLASSIFIED}}}),
+        );
         apply(commands)?;
         let enforcer = NftEnforcer {
             interfaces,
@@ -177,8 +226,9 @@ impl NftEnforcer {
         Ok(enforcer)
     }
 
-    /// The chain's rules, replacing the old ones (flush first): allowlist, bans, geo,
-    /// trusted-only ports, then the `passed` counter.
+    /// The chain's rules, replacing the old ones (flush first): allowlist, bans, geo, the
+    /// jump to [`UNCLASSIFIED`] while port rules exist, trusted-only ports, the flood limit,
+    /// then the `passed` counter.
     fn chain_rules(&self) -> Vec<Value> {
         let iif = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": {"set": self.interfaces}}});
         let saddr = |proto: &str, op: &str, set: &str| json!({"match": {"op": op, "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{set}")}});
@@ -188,6 +238,24 @@ impl NftEnforcer {
         for (proto, kind, counter, verdict) in [
             ("ip", "allow4", "allowlisted", "accept"),
             ("ip6", "allow6", "allowlisted", "accept"),
+        ] {
+            commands.push(rule(vec![
+                iif.clone(),
+                saddr(proto, "==", kind),
+                json!({"counter": counter}),
+                json!({verdict: null}),
+            ]));
+        }
+        // PBX-trusted peers: only the flood limit applies (chain `pbx` ends in accept).
+        for (proto, set) in [("ip", "pbx4"), ("ip6", "pbx6")] {
+            commands.push(rule(vec![
+                iif.clone(),
+                saddr(proto, "==", set),
+                json!({"jump": {"target": PBX}}),
+            ]));
+        }
+        commands.extend(self.pbx_rules());
+        for (proto, kind, counter, verdict) in [
             ("ip", "ban4", "banned", "drop"),
             ("ip6", "ban6", "banned", "drop"),
             ("ip", "geo4", "geo_blocked", "drop"),
@@ -198,6 +266,14 @@ impl NftEnforcer {
                 saddr(proto, "==", kind),
                 json!({"counter": counter}),
                 json!({verdict: null}),
+            ]));
+        }
+        commands.extend(unclassified_rules());
+        let port_rules = self.protect.iter().any(|p| !p.ports.is_empty()) || self.flood.is_some();
+        if port_rules {
+            commands.push(rule(vec![
+                iif.clone(),
+                json!({"jump": {"target": UNCLASSIFIED}}),
             ]));
         }
         for (i, protect) in self.protect.iter().enumerate() {
@@ -231,6 +307,33 @@ impl NftEnforcer {
             }
         }
         commands.push(rule(vec![iif, json!({"counter": "passed"})]));
+        commands
+    }
+
+    /// The [`PBX`] chain: the flood limit (own meters), then the `pbx_trusted` counter and
+    /// accept.
+    fn pbx_rules(&self) -> Vec<Value> {
+        let rule = |expr: Vec<Value>| json!({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": PBX, "expr": expr}}});
+        let mut commands =
+            vec![json!({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": PBX}}})];
+        if let Some((ports, settings)) = &self.flood {
+            for (l4, dport) in dport_matches(ports) {
+                for (proto, meter) in [("ip", format!("pbx4_{l4}")), ("ip6", format!("pbx6_{l4}"))]
+                {
+                    let limit = json!({"limit": {"rate": settings.flood_rate, "burst": settings.flood_burst, "per": "second", "inv": true}});
+                    commands.push(rule(vec![
+                        dport.clone(),
+                        json!({"meter": {"name": meter, "key": {"payload": {"protocol": proto, "field": "saddr"}}, "stmt": limit}}),
+                        json!({"counter": "sip_flood"}),
+                        json!({"drop": null}),
+                    ]));
+                }
+            }
+        }
+        commands.push(rule(vec![
+            json!({"counter": "pbx_trusted"}),
+            json!({"accept": null}),
+        ]));
         commands
     }
 
@@ -293,6 +396,13 @@ impl Enforcer for NftEnforcer {
         "nft"
     }
 
+    fn rules_off(&self) -> Vec<super::RuleOff> {
+        vec![super::RuleOff {
+            rule: Reason::Scanner.name(),
+            reason: "the [scanners] User-Agent check is off: nftables cannot search a SIP header; it needs the XDP backend".into(),
+        }]
+    }
+
     fn interfaces(&self) -> Vec<InterfaceStatus> {
         self.interfaces
             .iter()
@@ -348,6 +458,12 @@ impl Enforcer for NftEnforcer {
                     .collect()
             }
         }
+    }
+
+    fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
+        let mut commands = fill_set("pbx4", nets, "4");
+        commands.extend(fill_set("pbx6", nets, "6"));
+        apply(commands)
     }
 
     fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {

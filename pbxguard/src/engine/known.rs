@@ -1,0 +1,269 @@
+//! Addresses that authenticated successfully ("known"): spoofable evidence never counts
+//! against them, so one forged UDP packet cannot get a working phone or trunk banned.
+//!
+//! Kept in `state_dir/known.json` (a JSON array), rewritten whole (temp file, fsync, rename,
+//! directory fsync) by the engine's 1 s sweep when it changed, so a restart keeps them.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    net::IpAddr,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Outcome};
+use crate::{
+    detect::{Evidence, Kind},
+    source::Event,
+    units::rfc3339,
+};
+
+/// File name inside the state directory.
+pub const KNOWN_FILE: &str = "known.json";
+
+/// Most addresses remembered; past it the one expiring first is forgotten. Success lines
+/// need a real login, so a real PBX stays far below this.
+pub const MAX_KNOWN: usize = 100_000;
+
+/// A renewal that moves the expiry less than this is not worth a rewrite of the file.
+const RENEW_SLACK: Duration = Duration::from_secs(3600);
+
+/// One known address, as shown in `status --json` and kept in the file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownEntry {
+    /// The single address that authenticated (never a prefix).
+    pub ip: IpAddr,
+    /// First success line of this spell.
+    #[serde(with = "rfc3339")]
+    pub since: SystemTime,
+    /// Known until then, unless another success line renews it.
+    #[serde(with = "rfc3339")]
+    pub until: SystemTime,
+    /// Filter and rule of the latest success line (`asterisk`, `pjsip_added_contact`).
+    pub filter: String,
+    /// Rule name.
+    pub rule: String,
+}
+
+/// The known addresses (owned by the engine).
+#[derive(Debug, Default)]
+pub struct Known {
+    path: Option<PathBuf>,
+    entries: HashMap<IpAddr, KnownEntry>,
+    dirty: bool,
+}
+
+impl Known {
+    /// Reads `dir/known.json`; a missing file is an empty set, an unreadable one is logged
+    /// (and then replaced on the next change) rather than stopping the daemon.
+    pub fn load(dir: &Path, now: SystemTime) -> Known {
+        let path = dir.join(KNOWN_FILE);
+        let mut known = Known {
+            path: Some(path.clone()),
+            ..Known::default()
+        };
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<KnownEntry>>(&bytes) {
+                Ok(list) => {
+                    known.entries = list
+                        .into_iter()
+                        .filter(|e| e.until > now)
+                        .map(|e| (e.ip, e))
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e,
+                        "known addresses unreadable; starting with none (the file is rewritten on the next success line)");
+                    known.dirty = true;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "known addresses unreadable; starting with none")
+            }
+        }
+        known
+    }
+
+    /// Records a success line for `ip`: known until `now + known_for`.
+    pub fn learn(
+        &mut self,
+        ip: IpAddr,
+        filter: &str,
+        rule: &str,
+        now: SystemTime,
+        known_for: Duration,
+    ) {
+        if known_for.is_zero() {
+            return;
+        }
+        let until = now + known_for;
+        match self.entries.get_mut(&ip) {
+            Some(e) if e.until > now => {
+                if until > e.until + RENEW_SLACK {
+                    self.dirty = true;
+                }
+                e.until = e.until.max(until);
+                e.filter = filter.into();
+                e.rule = rule.into();
+            }
+            _ => {
+                if self.entries.len() >= MAX_KNOWN
+                    && let Some(first) = self.entries.values().min_by_key(|e| e.until).map(|e| e.ip)
+                {
+                    self.entries.remove(&first);
+                }
+                self.entries.insert(
+                    ip,
+                    KnownEntry {
+                        ip,
+                        since: now,
+                        until,
+                        filter: filter.into(),
+                        rule: rule.into(),
+                    },
+                );
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// The entry for `ip` if it is known at `now`.
+    pub fn get(&self, ip: IpAddr, now: SystemTime) -> Option<&KnownEntry> {
+        self.entries.get(&ip).filter(|e| e.until > now)
+    }
+
+    /// Whether any address known at `now` lies inside `net`.
+    pub fn any_within(&self, net: &ipnet::IpNet, now: SystemTime) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.until > now && net.contains(&e.ip))
+    }
+
+    /// How many addresses are known (expired ones until the next [`Known::sweep`]).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry, in address order.
+    pub fn list(&self) -> Vec<KnownEntry> {
+        let mut list: Vec<KnownEntry> = self.entries.values().cloned().collect();
+        list.sort_by_key(|e| e.ip);
+        list
+    }
+
+    /// Forgets expired entries and writes the file if anything changed since the last write.
+    /// A failed write is retried on the next sweep.
+    pub fn sweep(&mut self, now: SystemTime) -> std::io::Result<()> {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.until > now);
+        self.dirty |= self.entries.len() != before;
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            write_atomically(path, &serde_json::to_vec(&self.list())?)?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// A success line makes its address known: `Some(Known)`; a failure goes on.
+    pub(super) fn learn_success(&mut self, event: &Event, now: SystemTime) -> Option<Outcome> {
+        if event.kind != Kind::Success {
+            return None;
+        }
+        let known_for = self.config.policy.known_for;
+        self.known
+            .learn(event.ip, &event.filter, &event.rule, now, known_for);
+        tracing::debug!(ip = %event.ip, filter = %event.filter, rule = %event.rule, "success line: address known");
+        Some(Outcome::Known)
+    }
+
+    /// Spoofable evidence against a known address is never counted.
+    pub(super) fn screen_spoofable(&mut self, event: &Event, now: SystemTime) -> Option<Outcome> {
+        if event.evidence != Evidence::Spoofable || self.known.get(event.ip, now).is_none() {
+            return None;
+        }
+        self.ignored_spoofable += 1;
+        tracing::info!(ip = %event.ip, filter = %event.filter, rule = %event.rule,
+            "spoofable evidence against a known address ignored (one forged packet could have produced it)");
+        Some(Outcome::IgnoredSpoofable)
+    }
+}
+
+/// Temp file, fsync, rename, directory fsync: the file holds the old list or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    #[test]
+    fn known_survives_a_reload_from_disk_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "198.51.100.20".parse().unwrap();
+        let week = Duration::from_secs(7 * 86400);
+        let mut known = Known::load(dir.path(), t(0));
+        known.learn(ip, "asterisk", "pjsip_added_contact", t(0), week);
+        known.sweep(t(1)).unwrap();
+        let again = Known::load(dir.path(), t(2));
+        let entry = again.get(ip, t(2)).expect("still known after a reload");
+        assert_eq!((entry.since, entry.until), (t(0), t(0) + week));
+        assert!(again.get(ip, t(0) + week).is_none());
+        // Expired entries are not loaded, and a sweep drops them from the file.
+        assert!(Known::load(dir.path(), t(0) + week).is_empty());
+    }
+
+    #[test]
+    fn zero_known_for_learns_nothing_and_damage_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KNOWN_FILE), b"{not json").unwrap();
+        let mut known = Known::load(dir.path(), t(0));
+        assert!(known.is_empty());
+        known.learn("192.0.2.1".parse().unwrap(), "f", "r", t(0), Duration::ZERO);
+        assert!(known.is_empty());
+        // The damaged file is replaced by a readable one.
+        known.sweep(t(0)).unwrap();
+        assert!(Known::load(dir.path(), t(0)).is_empty());
+        let text = fs::read_to_string(dir.path().join(KNOWN_FILE)).unwrap();
+        assert_eq!(text, "[]");
+    }
+}
