@@ -525,6 +525,21 @@ fn peers_from_the_pbx_config_are_never_banned(backend: &str) {
         "the PBX-trusted peer passes the perimeter"
     );
     assert!(daemon.packets("pbx_trusted") >= 3);
+    if backend == "xdp" {
+        // Forged scanner requests with the trunk's address pass to the PBX and ban nothing.
+        let listener = lab.listen(IpAddr::V4(PBX), 5060);
+        for call in 0..5 {
+            let payload = format!(
+                "OPTIONS sip:100@{PBX} SIP/2.0\r\nCall-ID: {call}@x\r\nUser-Agent: friendly-scanner\r\n\r\n"
+            );
+            lab.outside.enter(move || {
+                let socket = std::net::UdpSocket::bind((PHONE, 0)).unwrap();
+                socket.send_to(payload.as_bytes(), (PBX, 5060)).unwrap();
+            });
+        }
+        assert_eq!(received_from(&listener, &[IpAddr::V4(PHONE)]), [5]);
+        assert!(!listed(&daemon).contains(&format!("{PHONE}/32")));
+    }
     // A flood from it is still dropped.
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
     lab.send(IpAddr::V4(PHONE), IpAddr::V4(PBX), 5060, 100);

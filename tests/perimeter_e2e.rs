@@ -16,7 +16,7 @@ use pbxguard_common::MAX_V6_EXT_HEADERS;
 use testenv::{
     ATTACKER, ATTACKER6, Daemon, INSIDE_IF, Lab, PBX, PBX6, PHONE, PHONE6,
     frames::{Ext, Frame, ext_chains, mac, send_raw, udp6_datagram},
-    received_from,
+    received_from, sipp_registers,
 };
 
 #[test]
@@ -146,27 +146,6 @@ fn protected_port(backend: &str) {
     assert_eq!(lab.deliveries(&sources, IpAddr::V4(PBX), 10), [10, 10]);
 }
 
-const REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register">
-  <send>
-    <![CDATA[
-      REGISTER sip:[remote_ip] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:100@[remote_ip]>;tag=[call_number]
-      To: <sip:100@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:100@[local_ip]:[local_port]>
-      User-Agent: Yealink SIP-T46S 66.86.0.15
-      Expires: 60
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"#;
-
 #[test]
 fn a_trusted_phone_registering_with_sipp_passes_while_svmap_is_dropped() {
     let lab = Lab::new();
@@ -176,40 +155,7 @@ fn a_trusted_phone_registering_with_sipp_passes_while_svmap_is_dropped() {
         &format!("[[protect]]\nports = [\"5060/udp\"]\ntrusted = [\"{PHONE}\"]\n"),
     );
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
-    let scenario = daemon.dir.path().join("register.xml");
-    std::fs::write(&scenario, REGISTER).unwrap();
-    let sipp = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.outside.name,
-            "timeout",
-            "30",
-            "sipp",
-            "-sf",
-        ])
-        .arg(&scenario)
-        .args([
-            "-m",
-            "5",
-            "-r",
-            "10",
-            "-i",
-            &PHONE.to_string(),
-            "-p",
-            "5070",
-            "-nostdin",
-            "-timeout",
-            "10s",
-        ])
-        .arg(format!("{PBX}:5060"))
-        .output()
-        .expect("sipp (Debian package sip-tester; cargo xtask setup installs it)");
-    assert!(
-        sipp.status.success(),
-        "sipp: {}",
-        String::from_utf8_lossy(&sipp.stderr)
-    );
+    sipp_registers(&lab, daemon.dir.path(), PHONE, 5);
     let svmap = Command::new("ip")
         .args([
             "netns",

@@ -34,6 +34,63 @@ macro_rules! both_backends {
     };
 }
 
+/// A phone's REGISTER, sent by sipp (send-only: the listener on the PBX side counts them).
+pub const SIPP_REGISTER: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register">
+  <send>
+    <![CDATA[
+      REGISTER sip:[remote_ip] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:100@[remote_ip]>;tag=[call_number]
+      To: <sip:100@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:100@[local_ip]:[local_port]>
+      User-Agent: Yealink SIP-T46S 66.86.0.15
+      Expires: 60
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+/// `count` REGISTERs from `from` to the PBX's 5060/udp with sipp (Debian's sip-tester), as a
+/// real phone sends them; fails the test if sipp fails. `dir` holds the scenario file.
+pub fn sipp_registers(lab: &Lab, dir: &Path, from: std::net::Ipv4Addr, count: usize) {
+    let scenario = dir.join("register.xml");
+    std::fs::write(&scenario, SIPP_REGISTER).unwrap();
+    let sipp = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.outside.name,
+            "timeout",
+            "30",
+            "sipp",
+            "-sf",
+        ])
+        .arg(&scenario)
+        .args([
+            "-m",
+            &count.to_string(),
+            "-r",
+            "10",
+            "-i",
+            &from.to_string(),
+        ])
+        .args(["-p", "5070", "-nostdin", "-timeout", "10s"])
+        .arg(format!("{PBX}:5060"))
+        .output()
+        .expect("sipp (Debian package sip-tester; cargo xtask setup installs it)");
+    assert!(
+        sipp.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&sipp.stderr)
+    );
+}
+
 /// Datagrams each source sends in a delivery check.
 pub const N: usize = 20;
 
