@@ -205,9 +205,9 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
-/// Whether `code` (comments stripped) has an xlog call whose arguments hold the marker.
-fn has_marker(code: &str) -> bool {
-    XLOG.find_iter(code).any(|m| {
+/// The arguments of every xlog call in `code` (comments stripped), with their offsets.
+fn xlog_args(code: &str) -> impl Iterator<Item = (usize, &str)> {
+    XLOG.find_iter(code).map(|m| {
         // The call's arguments: to the parenthesis closing it, strings skipped.
         let mut depth = 1usize;
         let mut quote = None;
@@ -229,8 +229,34 @@ fn has_marker(code: &str) -> bool {
                 depth == 0
             })
             .map_or(args.len(), |(k, _)| k);
-        args[..end].contains(MARKER)
+        (m.start(), &args[..end])
     })
+}
+
+/// Whether `code` has an xlog call whose arguments hold the marker.
+fn has_marker(code: &str) -> bool {
+    xlog_args(code).any(|(_, args)| args.contains(MARKER))
+}
+
+/// Whether one xlog call's arguments are the README's failure line, which ends with the
+/// source address so nothing a caller writes can come after it. Older recipes put
+/// `method=$rm user=$fU` there; the filter no longer reads them (a caller could shape the
+/// tail).
+fn is_current_recipe(args: &str) -> bool {
+    args.contains("pbxguard: auth-failed src=$si\\n\"")
+        || args.contains("pbxguard: auth-failed src=$si\"")
+}
+
+/// Whether `code` logs the README's failure line.
+fn has_current_recipe(code: &str) -> bool {
+    xlog_args(code).any(|(_, args)| is_current_recipe(args))
+}
+
+/// Where an older recipe's failure line is (byte offset in `code`), if any.
+fn old_recipe_at(code: &str) -> Option<usize> {
+    xlog_args(code)
+        .find(|(_, args)| args.contains("pbxguard: auth-failed") && !is_current_recipe(args))
+        .map(|(at, _)| at)
 }
 
 /// The script at `path` and every file it includes, comments stripped.
@@ -269,7 +295,32 @@ fn script_lines(root: &Root, script: &Script, out: &mut Vec<Finding>) {
         out.push(f);
         return;
     }
-    if files.is_empty() || files.iter().any(|(_, code)| has_marker(code)) {
+    if files.is_empty() || files.iter().any(|(_, code)| has_current_recipe(code)) {
+        return;
+    }
+    // A failure line from an older recipe: logged, but not in a form pbxguard reads.
+    if let Some((file, line)) = files.iter().find_map(|(path, code)| {
+        let at = old_recipe_at(code)?;
+        Some((path.as_str(), code[..at].matches('\n').count() + 1))
+    }) {
+        out.push(
+            Finding::new(
+                script.id,
+                Severity::High,
+                format!(
+                    "{}'s script logs failed authentication with an older pbxguard line that the filter no longer reads (the source address must come last)",
+                    script.program
+                ),
+                format!(
+                    "replace it with the README's xlog(\"L_NOTICE\", \"{MARKER} auth-failed src=$si\\n\") (section kamailio / opensips), then restart {}",
+                    script.service
+                ),
+            )
+            .at(file, Some(line)),
+        );
+        return;
+    }
+    if files.iter().any(|(_, code)| has_marker(code)) {
         return;
     }
     // Point at the first credential check, where the line belongs.

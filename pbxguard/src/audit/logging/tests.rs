@@ -78,7 +78,7 @@ fn a_script_is_checked_with_its_includes() {
     );
     let logged = auth.replace(
         "\t\tauth_challenge",
-        "\t\txlog(\"L_NOTICE\", \"pbxguard: auth-failed src=$si method=$rm user=$fU\\n\");\n\t\tauth_challenge",
+        "\t\txlog(\"L_NOTICE\", \"pbxguard: auth-failed src=$si\\n\");\n\t\tauth_challenge",
     );
     assert_eq!(
         audit(&[
@@ -86,6 +86,22 @@ fn a_script_is_checked_with_its_includes() {
             ("/etc/kamailio/routes/auth.cfg", &logged),
         ]),
         []
+    );
+    // The pre-issue-12 recipe (caller text after the address) is flagged where it is.
+    let old_recipe = auth.replace(
+        "\t\tauth_challenge",
+        "\t\txlog(\"L_NOTICE\", \"pbxguard: auth-failed src=$si method=$rm user=$fU\\n\");\n\t\tauth_challenge",
+    );
+    assert_eq!(
+        audit(&[
+            ("/etc/kamailio/kamailio.cfg", main),
+            ("/etc/kamailio/routes/auth.cfg", &old_recipe),
+        ]),
+        [finding(
+            "logging.kamailio_script",
+            "/etc/kamailio/routes/auth.cfg",
+            Some(3)
+        )]
     );
     // An include loop ends; no credential check: the finding is on the script itself.
     assert_eq!(
