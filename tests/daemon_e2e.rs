@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testenv::{ATTACKER, ATTACKER6, Daemon, Lab, N, PBX, PBX6, PHONE, PHONE6, v4};
+use testenv::{ATTACKER, ATTACKER6, Daemon, Lab, N, PBX, PBX6, PHONE, PHONE6, append, v4};
 
 fn ban_drops_only_the_banned_source_and_del_restores_it(backend: &str) {
     let lab = Lab::new();
@@ -268,16 +268,6 @@ fn failure(from: &str, user: &str) -> String {
     format!(
         "[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"{user}\" <sip:{user}@10.77.0.1>' failed for '{from}:5060' - Wrong password\n"
     )
-}
-
-fn append(log: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(log)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 fn failures_in_a_followed_log_ban_the_source_and_never_the_allowlist(backend: &str) {

@@ -10,12 +10,11 @@ mod testenv;
 use std::{
     io::Write as _,
     net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket},
-    path::Path,
     time::{Duration, Instant},
 };
 
 use testenv::{
-    ATTACKER, Daemon, INSIDE_IF, Lab, PBX, PHONE,
+    ATTACKER, Daemon, INSIDE_IF, Lab, PBX, PHONE, append,
     frames::{Frame, mac, send_raw},
     received_from, sipp_registers,
 };
@@ -57,15 +56,6 @@ fn status_num(daemon: &Daemon, key: &str) -> u64 {
 
 fn bans(daemon: &Daemon) -> Vec<serde_json::Value> {
     daemon.json(&["bans", "list"]).as_array().unwrap().clone()
-}
-
-fn append(log: &Path, text: &str) {
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(log)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 /// chan_sip refusing one REGISTER: one forged datagram is enough (spoofable).

@@ -27,16 +27,6 @@ fn failure(from: Ipv4Addr) -> String {
     )
 }
 
-fn append(log: &Path, text: &str) {
-    use std::io::Write as _;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(log)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-}
-
 /// A daemon following one Asterisk log, `maxretry` failures to a ban.
 fn detecting(lab: &Lab, backend: &str, extra: &str) -> (Daemon, std::path::PathBuf) {
     let mut daemon = Daemon::configure(

@@ -19,6 +19,24 @@ use testenv::{
     received_from, sipp_registers,
 };
 
+/// One SIPVicious `svmap` scan of the PBX from the attacker (bounded by `timeout`).
+fn svmap(lab: &Lab) -> std::process::Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.outside.name,
+            "timeout",
+            "60",
+            "svmap",
+            "-t",
+            "0.5",
+        ])
+        .arg(PBX.to_string())
+        .output()
+        .expect("svmap (Debian package sipvicious; cargo xtask setup installs it)")
+}
+
 #[test]
 fn svmap_is_dropped_from_its_first_packet_and_banned() {
     let lab = Lab::new();
@@ -26,20 +44,7 @@ fn svmap_is_dropped_from_its_first_packet_and_banned() {
     // A scanner's UDP probe could carry a forged source address, so a ban takes
     // `[scanners] udp_hits` (3) of them; every probe is dropped from the first.
     for _ in 0..3 {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.outside.name,
-                "timeout",
-                "60",
-                "svmap",
-                "-t",
-                "0.5",
-                &PBX.to_string(),
-            ])
-            .output()
-            .expect("svmap (Debian package sipvicious; cargo xtask setup installs it)");
+        let out = svmap(&lab);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("5060"), "svmap must find nothing: {text}");
     }
@@ -156,21 +161,7 @@ fn a_trusted_phone_registering_with_sipp_passes_while_svmap_is_dropped() {
     );
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
     sipp_registers(&lab, daemon.dir.path(), PHONE, 5);
-    let svmap = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.outside.name,
-            "timeout",
-            "60",
-            "svmap",
-            "-t",
-            "0.5",
-            &PBX.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(svmap.status.success());
+    assert!(svmap(&lab).status.success());
     let (mut phone, mut attacker) = (0, 0);
     let mut buf = [0u8; 2048];
     while let Ok((n, peer)) = listener.recv_from(&mut buf) {

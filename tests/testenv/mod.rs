@@ -91,6 +91,17 @@ pub fn sipp_registers(lab: &Lab, dir: &Path, from: std::net::Ipv4Addr, count: us
     );
 }
 
+/// Appends `text` to a followed log, as the PBX would write it.
+pub fn append(log: &Path, text: &str) {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
 /// Datagrams each source sends in a delivery check.
 pub const N: usize = 20;
 

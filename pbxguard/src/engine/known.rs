@@ -6,10 +6,8 @@
 
 use std::{
     collections::HashMap,
-    fs::{self, File, OpenOptions},
-    io::Write as _,
+    fs,
     net::IpAddr,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -172,7 +170,7 @@ impl Known {
             return Ok(());
         }
         if let Some(path) = &self.path {
-            write_atomically(path, &serde_json::to_vec(&self.list())?)?;
+            crate::store::journal::write_atomically(path, &serde_json::to_vec(&self.list())?)?;
         }
         self.dirty = false;
         Ok(())
@@ -202,30 +200,6 @@ impl Engine {
             "spoofable evidence against a known address ignored (one forged packet could have produced it)");
         Some(Outcome::IgnoredSpoofable)
     }
-}
-
-/// Temp file, fsync, rename, directory fsync: the file holds the old list or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

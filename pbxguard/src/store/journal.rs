@@ -156,6 +156,34 @@ impl JournalFile {
     }
 }
 
+/// Replaces `path` with `bytes` so that it holds the old content or the new, never a mix:
+/// temp file beside it (mode 0600), fsync, rename, fsync of the directory. A half-written
+/// temp file is removed, so it does not use up the space the live file needs.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Atomically replaces the journal with `bans` and `offenses` (temp file, fsync, rename,
 /// fsync of the directory); returns it open for appending.
 pub(super) fn rewrite(
@@ -164,32 +192,13 @@ pub(super) fn rewrite(
     offenses: &BTreeMap<IpNet, Offense>,
 ) -> Result<JournalFile, StoreError> {
     let path = dir.join(JOURNAL);
-    let tmp = dir.join(format!("{JOURNAL}.tmp"));
     let mut entries: Vec<Entry> = bans.values().cloned().map(Entry::Add).collect();
     entries.extend(offenses.iter().map(|(net, offense)| Entry::Offense {
         net: *net,
         offense: *offense,
     }));
     let buf = encode(&entries);
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&buf)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        // A half-written temp file must not use up the space the live journal needs.
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
+    write_atomically(&path, &buf).map_err(io_err(&path))?;
     let file = OpenOptions::new()
         .append(true)
         .open(&path)
