@@ -17,9 +17,10 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod fleet;
 pub mod geolite2;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+pub(crate) static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -30,7 +31,7 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     run(Command::new("ip").args(args));
 }
 
@@ -41,7 +42,7 @@ pub struct Netns {
 }
 
 impl Netns {
-    fn create(name: String) -> Netns {
+    pub(crate) fn create(name: String) -> Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
@@ -55,15 +56,22 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered this namespace; sockets it creates stay here.
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread")
+        enter_path(self.path(), f)
     }
+}
+
+/// Runs `f` on a thread that has entered the network namespace at `path`.
+pub(crate) fn enter_path<T: Send + 'static>(
+    path: PathBuf,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("open netns");
+        setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
 }
 
 impl Drop for Netns {

@@ -126,6 +126,14 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             engine.send_blocking(Command::PbxTrust(found))
         });
     }
+    // Bans shared over NATS: its own task, so NATS being down never touches local protection.
+    let cluster = config.cluster.clone().map(|cluster| {
+        crate::cluster::spawn(
+            cluster,
+            crate::cluster::stream_max_age(&config.policy, &config.ban),
+            engine.clone(),
+        )
+    });
     let mut running_sources = (config.source.clone(), config.filter.clone());
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
@@ -202,6 +210,9 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     tracing::info!(detach, "stopping");
     notifier.send("STOPPING=1");
     server.abort();
+    if let Some(cluster) = cluster {
+        cluster.abort();
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }

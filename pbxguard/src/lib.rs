@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

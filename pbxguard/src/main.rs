@@ -11,7 +11,10 @@ fn main() -> ExitCode {
     // Logs go to stderr (journald under systemd); command output goes to stdout.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("PBXGUARD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // The NATS client reports every reconnect attempt itself; pbxguard logs the link's
+            // state once (`cluster`), so the client's own lines start at warnings.
+            EnvFilter::try_from_env("PBXGUARD_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -50,7 +50,7 @@ pub struct DetectionMetrics {
     pub time_to_ban: Histogram,
 }
 
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -130,6 +130,9 @@ pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
         "# HELP pbxguard_known_addresses Addresses known from success lines.\n# TYPE pbxguard_known_addresses gauge\npbxguard_known_addresses {}\n",
         status.known
     ));
+    if let Some(cluster) = &status.cluster {
+        w(crate::cluster::metrics(cluster));
+    }
     w("# HELP pbxguard_time_to_ban_seconds From a failure being read to its ban being enforced.\n# TYPE pbxguard_time_to_ban_seconds histogram\n".into());
     let h = &detection.time_to_ban;
     for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {

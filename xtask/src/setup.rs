@@ -8,7 +8,8 @@ use anyhow::{Context as _, bail};
 /// the journal files the journal-source tests follow; `sipvicious` is the scanner the
 /// perimeter tests must stop and `sip-tester` (sipp) the phone they must let through;
 /// `libmaxmind-db-writer-perl` builds the geo tests' databases; `kamailio` and `rsyslog` are
-/// the real PBX and syslog of `tests/kamailio_e2e.rs`).
+/// the real PBX and syslog of `tests/kamailio_e2e.rs`; `nats-server` is the JetStream of
+/// `tests/cluster_e2e.rs` and the cluster benchmark).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -21,6 +22,7 @@ const APT_PACKAGES: &[&str] = &[
     "sip-tester",
     "kamailio",
     "rsyslog",
+    "nats-server",
 ];
 /// The bpf-linker release verified against the pinned nightly (ARCHITECTURE.md, "Crate layout").
 const BPF_LINKER_VERSION: &str = "0.13.0";

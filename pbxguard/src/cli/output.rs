@@ -153,6 +153,9 @@ pub fn status(data: &Value, as_json: bool) -> String {
             num(source, "matches")
         ));
     }
+    if let Some(cluster) = data["cluster"].as_object() {
+        out.push_str(&cluster_status(&Value::Object(cluster.clone())));
+    }
     if data["journal_stale"].as_bool() == Some(true) {
         out.push_str("warning: the ban journal could not be written (disk full?); bans in force are kept in memory and the journal is rewritten on the next change: free disk space in the state directory\n");
     }
@@ -167,6 +170,40 @@ pub fn status(data: &Value, as_json: bool) -> String {
             "warning: ban journal line {} was damaged and skipped: {}\n",
             num(damage, "line"),
             text(damage, "problem")
+        ));
+    }
+    out
+}
+
+/// The `[cluster]` lines of `status`.
+fn cluster_status(c: &Value) -> String {
+    let link = if c["connected"].as_bool() == Some(true) {
+        format!("connected to {}", clean(text(c, "server")))
+    } else {
+        format!(
+            "NOT CONNECTED to {} ({}; local protection is unaffected, retrying)",
+            clean(text(c, "server")),
+            clean(c["last_error"].as_str().unwrap_or("connecting"))
+        )
+    };
+    let mut out = format!(
+        "cluster: node {}, stream {}, {link}; last sequence {}\ncluster: published {}, received {}, applied {}, refused {}, malformed {}\n",
+        clean(text(c, "node")),
+        clean(text(c, "stream")),
+        num(c, "last_sequence"),
+        num(c, "published"),
+        num(c, "received"),
+        num(c, "applied"),
+        num(c, "refused"),
+        num(c, "malformed"),
+    );
+    for (node, peer) in c["peers"].as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "cluster peer {}: {} bans in force here, {} received, {} refused\n",
+            clean(node),
+            num(peer, "bans"),
+            num(peer, "received"),
+            num(peer, "refused")
         ));
     }
     out

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::{FilterSpec, filters};
 
 mod capacity;
+mod cluster;
 mod daemon;
 mod detection;
 mod enforcement;
@@ -23,6 +24,7 @@ mod tests;
 mod trust;
 mod validate;
 
+pub use cluster::{ClusterConfig, Share, default_node_name, valid_node_name};
 pub use daemon::{DaemonConfig, MetricsConfig};
 pub use detection::{Mode, OffHoursConfig, PolicyConfig, SourceConfig, Thresholds};
 pub use enforcement::{AllowConfig, Backend, BanConfig, EnforceConfig, MAX_BAN_ENTRIES, XdpMode};
@@ -77,6 +79,8 @@ pub struct Config {
     pub notify: crate::alert::NotifyConfig,
     /// Peers trusted from the PBX's own configuration.
     pub trust: TrustConfig,
+    /// Bans shared with other nodes over NATS JetStream; none when absent.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {

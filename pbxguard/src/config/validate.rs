@@ -200,6 +200,9 @@ impl Config {
 
     /// Checks of `[enforce]`, `[ban]`, `[notify]` and `[daemon]`.
     fn validate_basics(&self) -> Result<(), (&'static str, String)> {
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if self.enforce.interfaces.is_empty() {
             return Err((
                 "enforce.interfaces",

@@ -46,6 +46,13 @@ pub enum Command {
     Explain(std::net::IpAddr, Reply<super::explain::Explanation>),
     /// The PBX configs were read again.
     PbxTrust(crate::trust::Discovered),
+    /// Bans and unbans from other nodes (`[cluster]`), already parsed and accepted.
+    Peer(
+        Vec<crate::cluster::wire::Wire>,
+        Reply<super::peer::PeerOutcome>,
+    ),
+    /// The cluster link's state, for `status` and metrics.
+    Cluster(Box<crate::cluster::ClusterStatus>),
     /// The log sources were restarted after a reload: show these counters.
     Sources(Vec<Arc<SourceStats>>, Reply<()>),
     /// Stop the loop; keep enforcing unless `detach`.
@@ -90,6 +97,12 @@ impl EngineHandle {
             .map_err(|_| "the engine has stopped".to_string())?;
         rx.await
             .map_err(|_| "the engine stopped before answering".to_string())?
+    }
+
+    /// Sends a command if the queue has room; false when it is full or the engine is gone
+    /// (for reports that the next one replaces).
+    pub fn try_send(&self, command: Command) -> bool {
+        self.commands.try_send(command).is_ok()
     }
 
     /// Sends a command without waiting (from a plain thread).
@@ -209,6 +222,15 @@ fn carry_out(
             engine.attach_sources(stats);
             publish(engine);
             let _ = reply.send(Ok(()));
+        }
+        Command::Peer(messages, reply) => {
+            let outcome = engine.apply_peers(messages, SystemTime::now());
+            publish(engine);
+            let _ = reply.send(Ok(outcome));
+        }
+        Command::Cluster(status) => {
+            engine.set_cluster_status(*status);
+            publish(engine);
         }
         Command::Explain(ip, reply) => {
             let _ = reply.send(Ok(engine.explain(ip)));

@@ -10,6 +10,7 @@
 pub mod actor;
 pub mod explain;
 pub mod known;
+pub mod peer;
 pub mod policy;
 mod protect;
 mod reload;
@@ -109,6 +110,10 @@ pub struct Engine {
     published_bans: Option<Arc<Vec<BanRecord>>>,
     /// Peers trusted from the PBX's own configs (never banned).
     pbx_trusted: Arc<Vec<crate::trust::Trusted>>,
+    /// The cluster link as its task last reported it (`[cluster]`).
+    cluster: Option<crate::cluster::ClusterStatus>,
+    /// Peers' bans in force per node, counted when `published_bans` is rebuilt.
+    peer_bans: Arc<std::collections::BTreeMap<String, usize>>,
 }
 
 impl Engine {
@@ -161,6 +166,8 @@ impl Engine {
             alerts: None,
             published_bans: None,
             pbx_trusted: Arc::default(),
+            cluster: None,
+            peer_bans: Arc::default(),
         };
         // A database that cannot be read at start is logged; geo rules are then empty.
         match reload::geo_networks(&engine.config) {
@@ -480,10 +487,18 @@ impl Engine {
 
     /// The state to publish: status, bans (rebuilt only if they changed), metrics.
     pub fn snapshot(&mut self) -> Snapshot {
-        let bans = self
-            .published_bans
-            .get_or_insert_with(|| Arc::new(self.ledger.bans().cloned().collect()))
-            .clone();
+        if self.published_bans.is_none() {
+            let bans: Vec<BanRecord> = self.ledger.bans().cloned().collect();
+            let mut peers = std::collections::BTreeMap::new();
+            for ban in bans.iter().filter(|b| peer::is_peer_ban(b)) {
+                *peers
+                    .entry(ban.source[crate::cluster::wire::PEER_SOURCE.len()..].to_string())
+                    .or_insert(0) += 1;
+            }
+            self.peer_bans = Arc::new(peers);
+            self.published_bans = Some(Arc::new(bans));
+        }
+        let bans = self.published_bans.clone().expect("just built");
         let enforcer = self.ledger.enforcer();
         let status = Status {
             version: env!("CARGO_PKG_VERSION"),
@@ -509,6 +524,12 @@ impl Engine {
             not_enforced: self.not_enforced,
             geo_networks: self.geo.nets.len(),
             sources: self.sources.iter().map(|s| SourceStatus::of(s)).collect(),
+            cluster: self.cluster.clone().map(|mut c| {
+                for (node, count) in self.peer_bans.iter() {
+                    c.peers.entry(node.clone()).or_default().bans = *count;
+                }
+                c
+            }),
         };
         Snapshot {
             status,
@@ -524,6 +545,11 @@ impl Engine {
     /// Status as of now.
     pub fn status(&mut self) -> Status {
         self.snapshot().status()
+    }
+
+    /// Records the cluster link's state for `status` and metrics.
+    pub fn set_cluster_status(&mut self, status: crate::cluster::ClusterStatus) {
+        self.cluster = Some(status);
     }
 
     /// Where ban, unban and fallback notices go.

@@ -68,6 +68,8 @@ pub struct Status {
     pub geo_networks: usize,
     /// Per log source: alive, last read, lines and matches.
     pub sources: Vec<SourceStatus>,
+    /// The NATS link and peers' bans (`[cluster]`); absent without it.
+    pub cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// One source's follower in `status`.
