@@ -124,7 +124,9 @@ fn main() -> anyhow::Result<()> {
             let bin = release_bin().display().to_string();
             example(&["time_to_ban", "--", &bin])?;
             println!();
-            example(&["drop_rate"])
+            example(&["drop_rate"])?;
+            println!("\n== cluster (NATS JetStream)");
+            example(&["cluster_propagation", "--", &bin])
         }
         Task::Install { destdir } => {
             setup::run()?;
