@@ -392,3 +392,129 @@ fn hostile_or_broken_peers_are_refused_and_disturb_nothing() {
     );
     let _ = IpAddr::V4(PBX);
 }
+
+/// A CA and a server certificate for the hub's addresses (`openssl`), in `dir`.
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=nats",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName = IP:10.99.1.1, IP:10.99.2.1, IP:10.99.3.1, IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// User and password over TLS verified with the admin's CA: bans travel; a node with a
+/// wrong password says so in `status` and keeps protecting its own PBX.
+#[test]
+fn credentials_and_tls_are_used_and_a_refused_login_leaves_local_protection_alone() {
+    let hub = Hub::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let _nats = NatsServer::start_with(
+        &hub,
+        &dir.path().join("nats"),
+        &[
+            "--user",
+            "fleet",
+            "--pass",
+            "s3cret",
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+    );
+    let login = |password: &str| {
+        format!(
+            "user = \"fleet\"\npassword = \"{password}\"\ntls_ca = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let a = node(&hub, "pbx-a", "xdp", &login("s3cret"));
+    let b = node(&hub, "pbx-b", "xdp", &login("wrong"));
+    let c = node(&hub, "pbx-c", "xdp", &login("s3cret"));
+    for _ in 0..3 {
+        append(&a.log, &wrong_password(ATTACKER));
+    }
+    wait_for_peer_ban(&c.daemon, &attacker(), "pbx-a", Duration::from_secs(30));
+    assert_eq!(v4(&c.lab), [0, N]);
+    wait_until(
+        &b.daemon,
+        "B's refused login in status",
+        Duration::from_secs(30),
+        || {
+            cluster(&b.daemon)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.to_lowercase().contains("authorization"))
+        },
+    );
+    assert_eq!(cluster(&b.daemon)["connected"], false);
+    assert!(ban_of(&b.daemon, &attacker()).is_none());
+    // B's own detection still bans and drops.
+    for _ in 0..3 {
+        append(&b.log, &wrong_password(ATTACKER));
+    }
+    b.daemon.wait_for_ban(&attacker());
+    assert_eq!(v4(&b.lab), [0, N]);
+}

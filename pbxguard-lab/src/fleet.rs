@@ -80,6 +80,7 @@ impl Hub {
 /// A real `nats-server` with JetStream on, inside the hub, storing under a directory of
 /// the caller's (so a restart finds its streams and consumers again).
 pub struct NatsServer {
+    options: Vec<String>,
     child: Option<Child>,
     ns: PathBuf,
     ns_name: String,
@@ -90,7 +91,13 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts the server and waits (bounded) until it accepts connections.
     pub fn start(hub: &Hub, store: &Path) -> NatsServer {
+        NatsServer::start_with(hub, store, &[])
+    }
+
+    /// Starts the server with more command-line options (`--user`, `--tls`, ...).
+    pub fn start_with(hub: &Hub, store: &Path, options: &[&str]) -> NatsServer {
         let mut server = NatsServer {
+            options: options.iter().map(|o| o.to_string()).collect(),
             child: None,
             ns: hub.ns.path(),
             ns_name: hub.ns.name.clone(),
@@ -114,6 +121,7 @@ impl NatsServer {
             .args(["nats-server", "--jetstream", "--store_dir"])
             .arg(&self.store)
             .args(["--addr", "0.0.0.0", "--port", &NATS_PORT.to_string()])
+            .args(&self.options)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("nats log"))
             .stderr(log)

@@ -142,7 +142,8 @@ pub fn spawn(
 
 async fn run(mut link: Link) {
     link.report();
-    let client = match connect(&link.config, &link.node).await {
+    let last_event = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let client = match connect(&link.config, &link.node, last_event.clone()).await {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "[cluster] cannot be used; local protection is unaffected. Fix the [cluster] settings and restart pbxguard");
@@ -160,8 +161,18 @@ async fn run(mut link: Link) {
         match result {
             Err(ClusterError::EngineGone) | Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cluster link down; local protection is unaffected, retrying");
-                link.status.last_error = Some(e.to_string());
+                // A refused login or TLS failure shows only as a client event; say it.
+                let why = match last_event.lock().expect("event lock").clone() {
+                    Some(event)
+                        if client.connection_state()
+                            != async_nats::connection::State::Connected =>
+                    {
+                        format!("{e} (not connected: {event})")
+                    }
+                    _ => e.to_string(),
+                };
+                tracing::warn!(error = %why, retry_in = ?backoff, "cluster link down; local protection is unaffected, retrying");
+                link.status.last_error = Some(why);
                 link.report();
             }
         }
@@ -175,7 +186,12 @@ async fn run(mut link: Link) {
 
 /// A client that connects (and reconnects) in the background: a NATS that is down at start
 /// does not hold the daemon up.
-async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Client, ClusterError> {
+/// `last_event` holds the latest connection error the client reported (cleared on connect).
+async fn connect(
+    config: &ClusterConfig,
+    node: &str,
+    last_event: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<async_nats::Client, ClusterError> {
     let mut options = match &config.creds {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
@@ -198,13 +214,25 @@ async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Clien
         .name(format!("pbxguard {node}"))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
-                async_nats::Event::Disconnected => {
-                    tracing::warn!("NATS disconnected; reconnecting")
+        .event_callback(move |event| {
+            let last_event = last_event.clone();
+            async move {
+                let mut last = last_event.lock().expect("event lock");
+                match event {
+                    async_nats::Event::Connected => {
+                        *last = None;
+                        tracing::info!("NATS connected");
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; reconnecting")
+                    }
+                    async_nats::Event::ServerError(e) => {
+                        tracing::warn!(error = %e, "NATS server error");
+                        *last = Some(e.to_string());
+                    }
+                    async_nats::Event::ClientError(e) => *last = Some(e.to_string()),
+                    other => tracing::debug!(event = %other, "NATS"),
                 }
-                other => tracing::debug!(event = %other, "NATS"),
             }
         })
         .connect(config.servers.as_slice())

@@ -463,3 +463,70 @@ fn zero_and_overlong_durations_are_named_for_every_key() {
         parse(&format!("{MINIMAL}{section}\n{key} = \"100y\"\n")).unwrap();
     }
 }
+
+#[test]
+fn cluster_defaults_share_detected_bans_and_accept_everyone() {
+    let config = parse(&format!(
+        "{MINIMAL}[cluster]\nservers = [\"nats://10.0.0.5:4222\"]\n"
+    ))
+    .unwrap();
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.stream, "PBXGUARD_BANS");
+    assert_eq!(cluster.publish, [Share::Detected]);
+    assert!(cluster.apply && cluster.accepts("any-node"));
+    assert!(
+        valid_node_name(&cluster.node_name()),
+        "{}",
+        cluster.node_name()
+    );
+}
+
+#[test]
+fn cluster_mistakes_are_named() {
+    let cases = [
+        ("servers = []\n", "cluster.servers", "no NATS server"),
+        (
+            "servers = [\"nats://a:4222/x\"]\n",
+            "cluster.servers",
+            "not a NATS URL",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\nnode = \"pbx.east\"\n",
+            "cluster.node",
+            "not a node name",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\naccept_from = [\"a b\"]\n",
+            "cluster.accept_from",
+            "not a node name",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\ntoken = \"t\"\ncreds = \"/x.creds\"\n",
+            "cluster.token",
+            "one way to log in",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\nuser = \"u\"\n",
+            "cluster.password",
+            "go together",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\npublish = [\"everything\"]\n",
+            "cluster.publish[0]",
+            "unknown variant",
+        ),
+        (
+            "servers = [\"nats://a:4222\"]\nreplicas = 7\n",
+            "cluster.replicas",
+            "1 to 5",
+        ),
+    ];
+    for (body, key, words) in cases {
+        let text = format!("{MINIMAL}[cluster]\n{body}");
+        let err = parse(&text).unwrap_err();
+        let shown = err.to_string();
+        assert_eq!(err.key.as_deref(), Some(key), "{shown}");
+        assert!(err.line.is_some_and(|l| l >= 3), "{shown}");
+        assert!(shown.contains(words), "{shown}");
+    }
+}
