@@ -351,3 +351,16 @@ fn mac(ns: &Netns, dev: &str) -> String {
         .expect("mac address")
         .to_string()
 }
+
+/// p50, p99 and the maximum of benchmark samples, in milliseconds (for the benchmarks'
+/// one-line reports).
+pub fn percentiles_ms(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        ms(pct(0.50)),
+        ms(pct(0.99)),
+        ms(*samples.last().expect("samples")),
+    )
+}

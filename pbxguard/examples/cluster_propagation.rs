@@ -120,17 +120,6 @@ fn bench_address(i: usize) -> [u8; 4] {
     [198, 18 + (i >> 16) as u8, (i >> 8) as u8, i as u8]
 }
 
-fn percentiles(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    println!(
-        "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        samples.last().unwrap().as_secs_f64() * 1e3
-    );
-}
-
 fn propagation(binary: &str, hub: &Hub, bans: usize) -> anyhow::Result<()> {
     let a = Node::start(
         binary,
@@ -165,9 +154,9 @@ fn propagation(binary: &str, hub: &Hub, bans: usize) -> anyhow::Result<()> {
         }
         samples.push(started.elapsed());
     }
-    percentiles(
-        &format!("propagation ({bans} bans, bans add on A -> entry in B's XDP map)"),
-        samples,
+    let (p50, p99, max) = pbxguard_lab::percentiles_ms(samples);
+    println!(
+        "propagation ({bans} bans, bans add on A -> entry in B's XDP map): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
     Ok(())
 }

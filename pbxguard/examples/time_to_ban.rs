@@ -80,13 +80,9 @@ fn main() -> anyhow::Result<()> {
     daemon.kill()?;
     daemon.wait()?;
     let _ = nix::mount::umount2(&bpffs, nix::mount::MntFlags::MNT_DETACH);
-    samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let (p50, p99, max) = pbxguard_lab::percentiles_ms(samples);
     println!(
-        "time to ban ({bans} bans, line appended -> entry in the XDP map): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        samples.last().unwrap().as_secs_f64() * 1e3
+        "time to ban ({bans} bans, line appended -> entry in the XDP map): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
     Ok(())
 }

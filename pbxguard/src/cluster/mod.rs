@@ -360,3 +360,36 @@ pub fn metrics(status: &ClusterStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_every_number_and_each_peer() {
+        let mut status = ClusterStatus {
+            connected: true,
+            last_sequence: 42,
+            published: 3,
+            refused: 2,
+            ..Default::default()
+        };
+        status.peers.insert(
+            "pbx-b".into(),
+            PeerStatus {
+                bans: 7,
+                ..Default::default()
+            },
+        );
+        let text = metrics(&status);
+        for line in [
+            "pbxguard_cluster_connected 1",
+            "pbxguard_cluster_last_sequence 42",
+            "pbxguard_cluster_published_total 3",
+            "pbxguard_cluster_refused_total 2",
+            "pbxguard_cluster_peer_bans{node=\"pbx-b\"} 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
