@@ -48,6 +48,7 @@ fn the_careless_host_yields_every_problem_with_its_fix() {
         "exposure.open_port /proc/net/udp -",
         "exposure.open_port /proc/net/udp -",
         "fraud.no_notification /etc/pbxguard/pbxguard.toml -",
+        "fraud.no_cdr /etc/pbxguard/pbxguard.toml -",
         "logging.asterisk_security_log /etc/asterisk/logger.conf 4",
         "logging.freeswitch_auth_failures /etc/freeswitch/sip_profiles/external.xml 1",
         "logging.freeswitch_auth_failures /etc/freeswitch/sip_profiles/internal.xml 7",
@@ -172,5 +173,39 @@ fn an_empty_root_is_not_an_error() {
     assert_eq!(
         keys(&findings),
         ["pbxguard.not_configured /etc/pbxguard/pbxguard.toml -"]
+    );
+}
+
+/// With fraud rules configured, the off-hours finding gives way to the rules; a `[[cdr]]`
+/// file that does not exist is reported.
+#[test]
+fn fraud_rules_replace_the_offhours_finding_and_a_missing_cdr_file_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/pbxguard");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("pbxguard.toml"),
+        "[enforce]\ninterfaces = [\"eth0\"]\n\n[fraud]\nhome_country = \"DE\"\n\n\
+         [[cdr]]\npath = \"/var/log/asterisk/cdr-csv/Master.csv\"\nformat = \"asterisk-csv\"\n",
+    )
+    .unwrap();
+    let out = Command::new(pbxguard_bin())
+        .args(["audit", "--json", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(!ids.contains(&"fraud.no_offhours"), "{ids:?}");
+    assert!(!ids.contains(&"fraud.no_cdr"), "{ids:?}");
+    let missing = findings
+        .iter()
+        .find(|f| f["id"] == "fraud.cdr_missing")
+        .unwrap_or_else(|| panic!("{ids:?}"));
+    assert!(
+        missing["title"]
+            .as_str()
+            .unwrap()
+            .contains("/var/log/asterisk/cdr-csv/Master.csv")
     );
 }

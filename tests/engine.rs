@@ -74,6 +74,7 @@ impl Fixture {
             at,
             evidence: pbxguard::detect::Evidence::Proven,
             kind: pbxguard::detect::Kind::Failure,
+            extension: None,
         };
         self.engine.on_failure(&event, at).unwrap()
     }
@@ -89,6 +90,7 @@ impl Fixture {
             at,
             evidence,
             kind,
+            extension: None,
         };
         self.engine.on_failure(&event, at).unwrap()
     }
@@ -308,6 +310,7 @@ fn reasons_are_stored_without_control_characters() {
         at: t0(),
         evidence: pbxguard::detect::Evidence::Proven,
         kind: pbxguard::detect::Kind::Failure,
+        extension: None,
     };
     let Outcome::Banned(detected) = f.engine.on_failure(&event, t0()).unwrap() else {
         panic!("not banned")

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::units::{duration_serde, rfc3339};
 
 /// The events `[notify] events` may name.
-pub const EVENTS: [&str; 3] = ["ban", "unban", "fallback"];
+pub const EVENTS: [&str; 4] = ["ban", "unban", "fallback", "fraud"];
 
 /// Most extra attempts per webhook delivery: with [`MAX_BACKOFF`] one dead receiver holds
 /// the notification thread for a few minutes at worst.
@@ -58,7 +58,12 @@ impl Default for NotifyConfig {
         Self {
             webhook: None,
             command: None,
-            events: vec!["ban".into(), "unban".into(), "fallback".into()],
+            events: vec![
+                "ban".into(),
+                "unban".into(),
+                "fallback".into(),
+                "fraud".into(),
+            ],
             timeout: Duration::from_secs(5),
             retries: 2,
             max_per_minute: 30,
@@ -85,6 +90,24 @@ pub struct Notice {
     pub time: SystemTime,
     /// For `suppressed`: how many notifications the rate limit swallowed.
     pub count: Option<u64>,
+    /// For `fraud`: which rule, extension, number dialled and country.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<FraudDetail>,
+}
+
+/// What a `fraud` notice adds: who called where, and which rule fired.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FraudDetail {
+    /// The rule (`high_risk_rate`, ...).
+    pub rule: String,
+    /// The extension that placed the call.
+    pub extension: String,
+    /// The number as dialled.
+    pub destination: String,
+    /// Destination country (ISO code), when known.
+    pub country: Option<String>,
+    /// `international`, `high_risk`, `premium`, `domestic`.
+    pub class: String,
 }
 
 impl Notice {
@@ -104,6 +127,7 @@ impl Notice {
             expires,
             time: SystemTime::now(),
             count: None,
+            fraud: None,
         }
     }
 }
@@ -205,6 +229,22 @@ fn deliver(agent: &ureq::Agent, config: &NotifyConfig, notice: &Notice) {
             ("PBXGUARD_REASON", notice.reason.clone()),
             ("PBXGUARD_SOURCE", notice.source.clone()),
             ("PBXGUARD_EXPIRES", notice.expires.map(rfc3339::format)),
+            (
+                "PBXGUARD_RULE",
+                notice.fraud.as_ref().map(|f| f.rule.clone()),
+            ),
+            (
+                "PBXGUARD_EXTENSION",
+                notice.fraud.as_ref().map(|f| f.extension.clone()),
+            ),
+            (
+                "PBXGUARD_DESTINATION",
+                notice.fraud.as_ref().map(|f| f.destination.clone()),
+            ),
+            (
+                "PBXGUARD_COUNTRY",
+                notice.fraud.as_ref().and_then(|f| f.country.clone()),
+            ),
         ];
         let mut cmd = Command::new(command);
         cmd.stdin(Stdio::null()).stdout(Stdio::null());

@@ -81,6 +81,8 @@ where
 pub enum Request {
     /// `pbxguard status`
     Status,
+    /// `pbxguard fraud status`
+    FraudStatus,
     /// `pbxguard bans list`
     ListBans,
     /// `pbxguard bans add`
@@ -151,6 +153,12 @@ pub async fn handle(engine: &EngineHandle, request: Request) -> Response {
     };
     match request {
         Request::Status => Response::ok(json!(engine.snapshot().status())),
+        Request::FraudStatus => match engine.snapshot().fraud.clone() {
+            Some(report) => Response::ok(json!(*report)),
+            None => Response::err(
+                "no toll-fraud rules run: add [fraud] (home_country) and a [[cdr]] source, then restart pbxguard",
+            ),
+        },
         Request::ListBans => Response::ok(json!(*engine.snapshot().bans)),
         Request::Reload => answer(
             engine

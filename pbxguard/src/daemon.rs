@@ -134,6 +134,9 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
             engine.clone(),
         )
     });
+    // Toll fraud: the call records on their own thread; hits go to the engine.
+    let fraud_stop = Arc::new(AtomicBool::new(false));
+    let fraud = crate::fraud::watch::spawn(&config, engine.clone(), fraud_stop.clone());
     let mut running_sources = (config.source.clone(), config.filter.clone());
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
@@ -217,6 +220,10 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         metrics.abort();
     }
     tokio::task::spawn_blocking(move || sources.stop()).await?;
+    fraud_stop.store(true, Ordering::Release);
+    if let Some(thread) = fraud {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     drop(events_tx);
     if let Some((thread, stop)) = program_events {
         stop.store(true, Ordering::Release);

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod engine;
+pub mod fraud;
 pub mod geo;
 pub mod guard;
 pub mod ledger;

@@ -130,6 +130,22 @@ pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
         "# HELP pbxguard_known_addresses Addresses known from success lines.\n# TYPE pbxguard_known_addresses gauge\npbxguard_known_addresses {}\n",
         status.known
     ));
+    if let Some(fraud) = &snapshot.fraud {
+        w("# HELP pbxguard_fraud_calls_total Calls read from the call records, by destination class.\n# TYPE pbxguard_fraud_calls_total counter\n".into());
+        for (class, count) in &fraud.calls {
+            w(format!(
+                "pbxguard_fraud_calls_total{{class=\"{}\"}} {count}\n",
+                class.as_str()
+            ));
+        }
+        w("# HELP pbxguard_fraud_hits_total Toll-fraud rule hits, by rule.\n# TYPE pbxguard_fraud_hits_total counter\n".into());
+        for (rule, count) in &fraud.hits {
+            w(format!(
+                "pbxguard_fraud_hits_total{{rule=\"{}\"}} {count}\n",
+                label(rule)
+            ));
+        }
+    }
     if let Some(cluster) = &status.cluster {
         w(crate::cluster::metrics(cluster));
     }

@@ -242,13 +242,43 @@ pub fn check(root: &Root, pbxguard: &PbxguardConfig, sip: &Sip) -> Vec<Finding> 
     out
 }
 
-/// Toll-fraud readiness: stricter nights and weekends, and someone told about bans.
-pub fn fraud_readiness(pbxguard: &PbxguardConfig) -> Vec<Finding> {
+/// Toll-fraud readiness: call records watched (or at least stricter nights and weekends),
+/// and someone told about bans.
+pub fn fraud_readiness(pbxguard: &PbxguardConfig, root: &super::Root) -> Vec<Finding> {
     let Some(config) = &pbxguard.config else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    if config.offhours.is_none() {
+    if config.fraud.is_none() || config.cdr.is_empty() {
+        out.push(
+            Finding::new(
+                "fraud.no_cdr",
+                Severity::Medium,
+                "no call records are watched: a guessed extension password becomes toll fraud that shows only on the bill",
+                "add [fraud] home_country = \"XX\" and [[cdr]] path = \"/var/log/asterisk/cdr-csv/Master.csv\" format = \"asterisk-csv\" (README, \"Toll fraud\")",
+            )
+            .at(CONFIG, None),
+        );
+    }
+    for cdr in &config.cdr {
+        if !root.path(&cdr.path.to_string_lossy()).is_file() {
+            out.push(
+                Finding::new(
+                    "fraud.cdr_missing",
+                    Severity::Medium,
+                    format!(
+                        "the call records {} do not exist: the fraud rules see no call",
+                        cdr.path.display()
+                    ),
+                    "enable the PBX's CDR module (Asterisk cdr_csv: `module load cdr_csv.so`; FreeSWITCH mod_cdr_csv) or fix [[cdr]] path",
+                )
+                .at(CONFIG, None),
+            );
+        }
+    }
+    // The fraud rules watch the calls themselves; without them, stricter nights are the
+    // least one can do.
+    if config.offhours.is_none() && config.fraud.is_none() {
         out.push(
             Finding::new(
                 "fraud.no_offhours",

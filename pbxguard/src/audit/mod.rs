@@ -179,7 +179,7 @@ pub fn run(root: &Root) -> Vec<Finding> {
     findings.extend(logging::check(root, &pbxguard));
     findings.extend(ssh::check(root));
     findings.extend(platform::check(root));
-    findings.extend(exposure::fraud_readiness(&pbxguard));
+    findings.extend(exposure::fraud_readiness(&pbxguard, root));
     findings.sort_by(|a, b| {
         a.severity
             .cmp(&b.severity)

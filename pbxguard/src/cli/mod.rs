@@ -2,6 +2,7 @@
 //! the control socket, except `run` (the daemon) and `check-config` (offline).
 
 mod output;
+pub mod test_cdr;
 pub mod test_log;
 
 use std::{
@@ -105,6 +106,23 @@ pub enum Command {
         /// `bash`, `zsh`, `fish` or `man`.
         what: String,
     },
+    /// Toll fraud: per-extension counters and what is closest to a limit.
+    #[command(subcommand)]
+    Fraud(FraudCommand),
+    /// Classify and evaluate a call-record (CDR) file offline with the config's [fraud] and
+    /// [offhours] rules, as the daemon would following it.
+    TestCdr {
+        /// The CDR file (e.g. /var/log/asterisk/cdr-csv/Master.csv).
+        file: PathBuf,
+        /// asterisk-csv, asterisk-custom, freeswitch-csv, csv or jsonl (default: the
+        /// [[cdr]] for this file in the config).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+        /// One JSON object per rule hit (JSON Lines): row, extension, rule, destination,
+        /// country, class, time.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run filters over a log file without a daemon (like fail2ban-regex).
     TestLog {
         /// The log file.
@@ -124,6 +142,14 @@ pub struct JsonFlag {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `pbxguard fraud ...`
+#[derive(Debug, Subcommand)]
+pub enum FraudCommand {
+    /// Per-extension counters (calls in the last hour, minutes in the last day, by class),
+    /// the limit each is closest to, call-record files and rule hits.
+    Status(JsonFlag),
 }
 
 /// `pbxguard geo ...`
@@ -264,6 +290,12 @@ pub fn main(cli: Cli) -> Exit {
                 }
             }
         }
+        Command::TestCdr { file, format, json } => test_cdr(&cli.config, &file, format, json),
+        Command::Fraud(FraudCommand::Status(flag)) => {
+            client(&cli.config, cli.socket, Request::FraudStatus, |data| {
+                output::fraud_status(data, flag.json)
+            })
+        }
         Command::Status(flag) => client(&cli.config, cli.socket, Request::Status, |data| {
             output::status(data, flag.json)
         }),
@@ -328,6 +360,52 @@ pub fn main(cli: Cli) -> Exit {
             client(&cli.config, cli.socket, Request::DelBan { net }, |data| {
                 output::ban_removed(data)
             })
+        }
+    }
+}
+
+/// `pbxguard test-cdr`.
+fn test_cdr(config_path: &Path, file: &Path, format: Option<String>, json: bool) -> Exit {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::BadConfig;
+        }
+    };
+    let format = match format
+        .map(|f| serde_json::from_value(Value::String(f.clone())).map_err(|_| f))
+        .transpose()
+    {
+        Ok(format) => format,
+        Err(f) => {
+            eprintln!(
+                "pbxguard: `{f}` is not a CDR format: asterisk-csv, asterisk-custom, freeswitch-csv, csv or jsonl"
+            );
+            return Exit::Failure;
+        }
+    };
+    let source = match test_cdr::source_for(&config, file, format) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("pbxguard: {e}");
+            return Exit::Failure;
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut lock = std::io::BufWriter::new(stdout.lock());
+    let out: Option<&mut dyn std::io::Write> = if json { Some(&mut lock) } else { None };
+    match test_cdr::run(&config, &source, file, out) {
+        Ok(summary) => {
+            drop(lock);
+            if !json {
+                print!("{}", test_cdr::render(&summary));
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("pbxguard: {e}");
+            Exit::Failure
         }
     }
 }

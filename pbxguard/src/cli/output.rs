@@ -55,7 +55,7 @@ fn rows(data: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
 
 /// Replaces control characters so hostile text (reasons come from logs) cannot rewrite
 /// the admin's terminal.
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
@@ -204,6 +204,58 @@ fn cluster_status(c: &Value) -> String {
             num(peer, "bans"),
             num(peer, "received"),
             num(peer, "refused")
+        ));
+    }
+    out
+}
+
+/// `pbxguard fraud status`
+pub fn fraud_status(data: &Value, as_json: bool) -> String {
+    if as_json {
+        return json(data);
+    }
+    let mut out = String::new();
+    for source in data["sources"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "call records {}: {} calls, {} rows skipped, last read {}\n",
+            clean(text(source, "path")),
+            num(source, "rows"),
+            num(source, "malformed"),
+            source["last_read"].as_str().unwrap_or("never")
+        ));
+    }
+    let join = |v: &Value| -> String {
+        let parts: Vec<String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{} {}", clean(k), n.as_u64().unwrap_or(0)))
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    };
+    out.push_str(&format!("calls by class: {}\n", join(&data["calls"])));
+    out.push_str(&format!("rule hits: {}\n", join(&data["hits"])));
+    for ext in data["extensions"].as_array().into_iter().flatten() {
+        let closest = &ext["closest"];
+        let standing = if closest.is_object() {
+            format!(
+                "closest to {}: {} of {}",
+                clean(text(closest, "rule")),
+                closest["value"].as_f64().unwrap_or(0.0),
+                closest["limit"].as_f64().unwrap_or(0.0)
+            )
+        } else {
+            "no limit near".into()
+        };
+        out.push_str(&format!(
+            "extension {}: last hour {}; last day minutes {}; {standing}\n",
+            clean(text(ext, "extension")),
+            join(&ext["calls_last_hour"]),
+            join(&ext["minutes_last_day"]),
         ));
     }
     out

@@ -18,6 +18,7 @@ mod daemon;
 mod detection;
 mod enforcement;
 mod error;
+mod fraud;
 mod perimeter;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use daemon::{DaemonConfig, MetricsConfig};
 pub use detection::{Mode, OffHoursConfig, PolicyConfig, SourceConfig, Thresholds};
 pub use enforcement::{AllowConfig, Backend, BanConfig, EnforceConfig, MAX_BAN_ENTRIES, XdpMode};
 pub use error::ConfigError;
+pub use fraud::{FRAUD_RULES, FraudConfig, FraudLimits};
 pub use perimeter::{
     DEFAULT_SCANNERS, FloodConfig, PortSpec, ProtectConfig, ScannersConfig, SipConfig,
 };
@@ -81,6 +83,10 @@ pub struct Config {
     pub trust: TrustConfig,
     /// Bans shared with other nodes over NATS JetStream; none when absent.
     pub cluster: Option<ClusterConfig>,
+    /// Toll-fraud rules over the call records; none when absent.
+    pub fraud: Option<FraudConfig>,
+    /// Call-record files to follow (`[[cdr]]`), for `[fraud]`.
+    pub cdr: Vec<crate::fraud::cdr::CdrSourceConfig>,
 }
 
 impl Config {

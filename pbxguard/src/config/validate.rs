@@ -12,6 +12,7 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         self.validate_basics()
             .map_err(|(k, m)| (k.to_string(), m))?;
+        self.validate_fraud()?;
         self.validate_detection()
     }
 
@@ -63,6 +64,25 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks of `[fraud]` and `[[cdr]]`.
+    fn validate_fraud(&self) -> Result<(), (String, String)> {
+        if let Some(fraud) = &self.fraud {
+            fraud.validate()?;
+        }
+        if !self.cdr.is_empty() && self.fraud.is_none() {
+            return Err((
+                "cdr".into(),
+                "call records are followed for the [fraud] rules: add [fraud] with home_country"
+                    .into(),
+            ));
+        }
+        for (i, cdr) in self.cdr.iter().enumerate() {
+            cdr.validate()
+                .map_err(|(k, m)| (format!("cdr[{i}].{k}"), m))?;
         }
         Ok(())
     }

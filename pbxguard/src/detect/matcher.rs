@@ -27,6 +27,8 @@ pub struct Match {
     pub evidence: Evidence,
     /// Failure or success line.
     pub kind: Kind,
+    /// The extension a registration line names (`<EXT>`), if the rule has one.
+    pub extension: Option<Arc<str>>,
 }
 
 struct Rule {
@@ -37,6 +39,8 @@ struct Rule {
     regex: Regex,
     /// Index of the `host` group among the regex's captures.
     host: usize,
+    /// Index of the `ext` group, for rules with `<EXT>`.
+    ext: Option<usize>,
 }
 
 /// Buffers a caller reuses across lines, so steady-state matching allocates nothing.
@@ -143,6 +147,7 @@ impl Matcher {
                     .capture_names()
                     .position(|n| n == Some("host"))
                     .expect("compile adds a host group");
+                let ext = regex.capture_names().position(|n| n == Some("ext"));
                 rules.push(Rule {
                     filter: filter_name.clone(),
                     name: spec.name.as_str().into(),
@@ -150,6 +155,7 @@ impl Matcher {
                     kind: spec.kind,
                     regex,
                     host,
+                    ext,
                 });
                 match prefilter::derive(&spec.name, &anchored, spec.literal.as_deref())? {
                     Prefilter::Exact(literals) => {
@@ -236,12 +242,17 @@ impl Matcher {
         rule.regex.captures_read(locs, line)?;
         let (start, end) = locs.get(rule.host)?;
         let ip = parse_host(&line[start..end])?;
+        let extension = rule
+            .ext
+            .and_then(|group| locs.get(group))
+            .map(|(start, end)| String::from_utf8_lossy(&line[start..end]).into());
         Some(Match {
             filter: rule.filter.clone(),
             rule: rule.name.clone(),
             ip,
             evidence: rule.evidence,
             kind: rule.kind,
+            extension,
         })
     }
 }

@@ -11,6 +11,13 @@ use regex::bytes::{Regex, RegexBuilder};
 /// The placeholder rules use for the source address.
 pub const HOST: &str = "<HOST>";
 
+/// The placeholder success rules use for the extension (PJSIP AOR, chan_sip peer) a
+/// registration line names: the fraud rules ban the address an extension registered from.
+pub const EXT: &str = "<EXT>";
+
+/// What `<EXT>` expands to: a quoted name's contents, no quotes or whitespace.
+const EXT_REGEX: &str = r#"(?P<ext>[^'"\s]{1,80})"#;
+
 /// What `<HOST>` expands to: an IPv4 or IPv6 literal, optionally in brackets, with an
 /// optional IPv6 zone. The brackets are outside the capture.
 const HOST_REGEX: &str = r"\[?(?P<host>(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,45}(?:%[A-Za-z0-9_.-]{1,16})?)\]?";
@@ -58,6 +65,12 @@ pub fn anchored(rule_name: &str, prefix: &str, rule: &str) -> Result<String, Pat
             count,
         });
     }
+    if rule.matches(EXT).count() + prefix.matches(EXT).count() > 1 {
+        return Err(PatternError::Regex {
+            rule: rule_name.into(),
+            message: "at most one <EXT>".into(),
+        });
+    }
     let (prefix, rule) = match prefix.strip_prefix('^') {
         Some(prefix) => (prefix, rule),
         None if prefix.is_empty() => ("", rule.strip_prefix('^').unwrap_or(rule)),
@@ -65,7 +78,9 @@ pub fn anchored(rule_name: &str, prefix: &str, rule: &str) -> Result<String, Pat
     };
     let rule = rule.strip_suffix('$').unwrap_or(rule);
     // The rule in its own group: a top-level `|` in it must not split off the prefix.
-    let body = format!("{prefix}(?:{rule})").replace(HOST, HOST_REGEX);
+    let body = format!("{prefix}(?:{rule})")
+        .replace(HOST, HOST_REGEX)
+        .replace(EXT, EXT_REGEX);
     // Trailing whitespace and a CR from CRLF logs are tolerated, nothing else.
     Ok(format!(r"^(?:{body})[ \t\r]*$"))
 }

@@ -53,6 +53,10 @@ pub enum Command {
     ),
     /// The cluster link's state, for `status` and metrics.
     Cluster(Box<crate::cluster::ClusterStatus>),
+    /// A toll-fraud rule fired: alert, and ban where the extension registered from.
+    Fraud(Box<crate::fraud::rules::Hit>, Reply<String>),
+    /// The fraud thread's counters, for `fraud status` and metrics.
+    FraudReport(Arc<crate::fraud::FraudReport>),
     /// The log sources were restarted after a reload: show these counters.
     Sources(Vec<Arc<SourceStats>>, Reply<()>),
     /// Stop the loop; keep enforcing unless `detach`.
@@ -103,6 +107,16 @@ impl EngineHandle {
     /// (for reports that the next one replaces).
     pub fn try_send(&self, command: Command) -> bool {
         self.commands.try_send(command).is_ok()
+    }
+
+    /// Sends a command and waits for its reply, from a plain thread (not a runtime's).
+    pub fn ask_blocking<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .blocking_send(make(tx))
+            .map_err(|_| "the engine has stopped".to_string())?;
+        rx.blocking_recv()
+            .map_err(|_| "the engine stopped before answering".to_string())?
     }
 
     /// Sends a command without waiting (from a plain thread).
@@ -227,6 +241,15 @@ fn carry_out(
             let outcome = engine.apply_peers(messages, SystemTime::now());
             publish(engine);
             let _ = reply.send(Ok(outcome));
+        }
+        Command::Fraud(hit, reply) => {
+            let outcome = engine.on_fraud(&hit, SystemTime::now());
+            publish(engine);
+            let _ = reply.send(Ok(outcome));
+        }
+        Command::FraudReport(report) => {
+            engine.set_fraud_report(report);
+            publish(engine);
         }
         Command::Cluster(status) => {
             engine.set_cluster_status(*status);

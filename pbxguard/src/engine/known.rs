@@ -23,6 +23,8 @@ use crate::{
 
 /// File name inside the state directory.
 pub const KNOWN_FILE: &str = "known.json";
+/// Where each extension last registered from (success lines with `<EXT>`), beside it.
+pub const REGISTRATIONS_FILE: &str = "registrations.json";
 
 /// Most addresses remembered; past it the one expiring first is forgotten. Success lines
 /// need a real login, so a real PBX stays far below this.
@@ -48,12 +50,38 @@ pub struct KnownEntry {
     pub rule: String,
 }
 
-/// The known addresses (owned by the engine).
+/// The address an extension last registered from: the fraud rules ban it when the
+/// extension's calls look like toll fraud.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The extension (PJSIP AOR, chan_sip peer).
+    pub extension: String,
+    /// Where it registered from.
+    pub ip: IpAddr,
+    /// When the registration line was read.
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    /// Forgotten after this, unless it registers again.
+    #[serde(with = "rfc3339")]
+    pub until: SystemTime,
+}
+
+/// The known addresses and registrations (owned by the engine).
 #[derive(Debug, Default)]
 pub struct Known {
     path: Option<PathBuf>,
     entries: HashMap<IpAddr, KnownEntry>,
     dirty: bool,
+    registrations: HashMap<String, Registration>,
+    registrations_dirty: bool,
+}
+
+fn read_list<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Known {
@@ -85,7 +113,60 @@ impl Known {
                 tracing::error!(path = %path.display(), error = %e, "known addresses unreadable; starting with none")
             }
         }
+        match read_list::<Registration>(&dir.join(REGISTRATIONS_FILE)) {
+            Ok(list) => {
+                known.registrations = list
+                    .into_iter()
+                    .filter(|r| r.until > now)
+                    .map(|r| (r.extension.clone(), r))
+                    .collect();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "registrations unreadable; starting with none");
+                known.registrations_dirty = true;
+            }
+        }
         known
+    }
+
+    /// Records that `extension` registered from `ip` (kept as long as a known address).
+    pub fn register(&mut self, extension: &str, ip: IpAddr, now: SystemTime, keep: Duration) {
+        if keep.is_zero() {
+            return;
+        }
+        let previous = self.registrations.get(extension);
+        if previous.is_none_or(|r| r.ip != ip || now + keep > r.until + RENEW_SLACK) {
+            self.registrations_dirty = true;
+        }
+        if previous.is_none()
+            && self.registrations.len() >= MAX_KNOWN
+            && let Some(first) = self
+                .registrations
+                .values()
+                .min_by_key(|r| r.until)
+                .map(|r| r.extension.clone())
+        {
+            self.registrations.remove(&first);
+        }
+        self.registrations.insert(
+            extension.to_string(),
+            Registration {
+                extension: extension.to_string(),
+                ip,
+                at: now,
+                until: now + keep,
+            },
+        );
+    }
+
+    /// Where `extension` last registered from, if that is still remembered at `now`.
+    pub fn registration(&self, extension: &str, now: SystemTime) -> Option<&Registration> {
+        self.registrations.get(extension).filter(|r| r.until > now)
+    }
+
+    /// How many extensions have a remembered registration.
+    pub fn registrations(&self) -> usize {
+        self.registrations.len()
     }
 
     /// Records a success line for `ip`: known until `now + known_for`.
@@ -163,6 +244,7 @@ impl Known {
     /// Forgets expired entries and writes the file if anything changed since the last write.
     /// A failed write is retried on the next sweep.
     pub fn sweep(&mut self, now: SystemTime) -> std::io::Result<()> {
+        self.sweep_registrations(now)?;
         let before = self.entries.len();
         self.entries.retain(|_, e| e.until > now);
         self.dirty |= self.entries.len() != before;
@@ -173,6 +255,24 @@ impl Known {
             crate::store::journal::write_atomically(path, &serde_json::to_vec(&self.list())?)?;
         }
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes `registrations.json` when it changed (forgetting expired entries first).
+    fn sweep_registrations(&mut self, now: SystemTime) -> std::io::Result<()> {
+        let before = self.registrations.len();
+        self.registrations.retain(|_, r| r.until > now);
+        self.registrations_dirty |= self.registrations.len() != before;
+        if !self.registrations_dirty {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            let mut list: Vec<&Registration> = self.registrations.values().collect();
+            list.sort_by(|a, b| a.extension.cmp(&b.extension));
+            let path = path.with_file_name(REGISTRATIONS_FILE);
+            crate::store::journal::write_atomically(&path, &serde_json::to_vec(&list)?)?;
+        }
+        self.registrations_dirty = false;
         Ok(())
     }
 }
@@ -186,6 +286,10 @@ impl Engine {
         let known_for = self.config.policy.known_for;
         self.known
             .learn(event.ip, &event.filter, &event.rule, now, known_for);
+        if let Some(extension) = &event.extension {
+            self.known.register(extension, event.ip, now, known_for);
+            tracing::debug!(extension = %extension, ip = %event.ip, "registration: extension located");
+        }
         tracing::debug!(ip = %event.ip, filter = %event.filter, rule = %event.rule, "success line: address known");
         Some(Outcome::Known)
     }

@@ -9,6 +9,7 @@
 
 pub mod actor;
 pub mod explain;
+mod fraud;
 pub mod known;
 pub mod peer;
 pub mod policy;
@@ -112,6 +113,8 @@ pub struct Engine {
     pbx_trusted: Arc<Vec<crate::trust::Trusted>>,
     /// The cluster link as its task last reported it (`[cluster]`).
     cluster: Option<crate::cluster::ClusterStatus>,
+    /// The fraud thread's last report (`[fraud]`).
+    fraud: Option<Arc<crate::fraud::FraudReport>>,
     /// Peers' bans in force per node, counted when `published_bans` is rebuilt.
     peer_bans: Arc<std::collections::BTreeMap<String, usize>>,
 }
@@ -167,6 +170,7 @@ impl Engine {
             published_bans: None,
             pbx_trusted: Arc::default(),
             cluster: None,
+            fraud: None,
             peer_bans: Arc::default(),
         };
         // A database that cannot be read at start is logged; geo rules are then empty.
@@ -520,6 +524,7 @@ impl Engine {
             ignored_failures: self.ignored,
             ignored_spoofable: self.ignored_spoofable,
             known: self.known.len(),
+            registrations: self.known.registrations(),
             would_ban: self.would_ban,
             not_enforced: self.not_enforced,
             geo_networks: self.geo.nets.len(),
@@ -539,12 +544,18 @@ impl Engine {
             heartbeat: Instant::now(),
             started: self.started,
             sources: self.sources.clone(),
+            fraud: self.fraud.clone(),
         }
     }
 
     /// Status as of now.
     pub fn status(&mut self) -> Status {
         self.snapshot().status()
+    }
+
+    /// Records the fraud thread's report for `fraud status` and metrics.
+    pub fn set_fraud_report(&mut self, report: Arc<crate::fraud::FraudReport>) {
+        self.fraud = Some(report);
     }
 
     /// Records the cluster link's state for `status` and metrics.

@@ -56,7 +56,7 @@ impl Engine {
     /// Applies a new, validated config as one step: allowlist, perimeter rules and geo in
     /// the kernel, then thresholds, sources and filters in memory. If a kernel step fails,
     /// the steps before it are undone and the running config stays. `[daemon]`,
-    /// `[enforce]`, `[metrics]`, `[notify]`, `[trust]`, `[cluster]` and map sizes need a restart.
+    /// `[enforce]`, `[metrics]`, `[notify]`, `[trust]`, `[cluster]`, `[fraud]`, `[[cdr]]` and map sizes need a restart.
     pub fn reload(&mut self, config: Config) -> Result<(), EngineError> {
         let old = self.config.clone();
         if config.enforce != old.enforce
@@ -66,9 +66,11 @@ impl Engine {
             || config.ban.max_entries != old.ban.max_entries
             || config.trust != old.trust
             || config.cluster != old.cluster
+            || config.fraud != old.fraud
+            || config.cdr != old.cdr
         {
             tracing::warn!(
-                "[daemon], [enforce], [metrics], [notify], [trust], [cluster] and [ban] max_entries changes take effect at the next restart"
+                "[daemon], [enforce], [metrics], [notify], [trust], [cluster], [fraud], [[cdr]] and [ban] max_entries changes take effect at the next restart"
             );
         }
         // Everything computed before anything changes.

@@ -60,6 +60,8 @@ pub struct Status {
     pub ignored_spoofable: u64,
     /// Addresses known from success lines (`[policy] known_for`).
     pub known: usize,
+    /// Extensions whose registration address is known (for the fraud rules' bans).
+    pub registrations: usize,
     /// Bans observe mode would have made.
     pub would_ban: u64,
     /// Bans due that the kernel refused (map or set full).
@@ -117,6 +119,8 @@ pub struct Snapshot {
     pub started: Instant,
     /// The sources' live counters.
     pub sources: Vec<Arc<SourceStats>>,
+    /// The fraud thread's last report (`[fraud]`).
+    pub fraud: Option<Arc<crate::fraud::FraudReport>>,
 }
 
 impl Snapshot {

@@ -54,6 +54,8 @@ pub struct Event {
     pub evidence: Evidence,
     /// Failure or success line.
     pub kind: Kind,
+    /// The extension a registration line names (rules with `<EXT>`).
+    pub extension: Option<Arc<str>>,
 }
 
 /// Lines read and matched by one source, for status and metrics.
@@ -187,6 +189,7 @@ impl Shared {
             at: now,
             evidence: hit.evidence,
             kind: hit.kind,
+            extension: hit.extension,
         };
         self.events.blocking_send(event).is_ok()
     }

@@ -64,6 +64,7 @@ pub fn to_event(raw: &DetectionEvent, signatures: &[String]) -> Option<Event> {
         at: SystemTime::now(),
         evidence,
         kind: Kind::Failure,
+        extension: None,
     })
 }
 

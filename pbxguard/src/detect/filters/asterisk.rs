@@ -285,7 +285,7 @@ const RULES: &[(&str, &str, &str)] = &[
         "Registered SIP '",
         concat!(
             src!(r"chan_sip\.c"),
-            r" *(?:-- )?Registered SIP '[^']*' at <HOST>(?::\d+)?",
+            r" *(?:-- )?Registered SIP '<EXT>' at <HOST>(?::\d+)?",
         ),
     ),
     // [2023-05-02 10:11:12] VERBOSE[2345] res_pjsip_registrar.c: Added contact 'sip:100@198.51.100.130:5060;ob' to AOR '100' with expiration of 3600 seconds
@@ -297,7 +297,7 @@ const RULES: &[(&str, &str, &str)] = &[
         "Added contact '",
         concat!(
             src!(r"res_pjsip_registrar\.c"),
-            r" *(?:-- )?Added contact 'sips?:[^@\s]*@<HOST>(?::\d+)?(?:;\S*)?' to AOR '[^']*' with expiration of \d+ seconds",
+            r" *(?:-- )?Added contact 'sips?:[^@\s]*@<HOST>(?::\d+)?(?:;\S*)?' to AOR '<EXT>' with expiration of \d+ seconds",
         ),
     ),
 ];
