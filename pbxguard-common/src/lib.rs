@@ -46,12 +46,43 @@ pub mod maps {
     pub const PBX_V4: &str = "PBX_V4";
     /// The same for IPv6.
     pub const PBX_V6: &str = "PBX_V6";
+    /// Blocklist feeds' entries (LPM, IPv4); the value is a bit mask of the feeds listing it.
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// The same for IPv6.
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// Per-CPU packet and byte counters per feed (the lowest feed bit of the entry that
+    /// dropped the packet), indexed by feed number.
+    pub const FEED_COUNTERS: &str = "FEED_COUNTERS";
     /// Every map the daemon pins, in a stable order.
-    pub const ALL: [&str; 18] = [
-        ALLOW_V4, ALLOW_V6, BAN_V4, BAN_V6, COUNTERS, GEO_V4, GEO_V6, PROTECTED, TRUSTED_V4,
-        TRUSTED_V6, SIP_PORTS, SETTINGS, BUCKETS, SCANNERS, EVENTS, FLAGS, PBX_V4, PBX_V6,
+    pub const ALL: [&str; 21] = [
+        ALLOW_V4,
+        ALLOW_V6,
+        BAN_V4,
+        BAN_V6,
+        COUNTERS,
+        GEO_V4,
+        GEO_V6,
+        PROTECTED,
+        TRUSTED_V4,
+        TRUSTED_V6,
+        SIP_PORTS,
+        SETTINGS,
+        BUCKETS,
+        SCANNERS,
+        EVENTS,
+        FLAGS,
+        PBX_V4,
+        PBX_V6,
+        BLOCK_V4,
+        BLOCK_V6,
+        FEED_COUNTERS,
     ];
 }
+
+/// Capacity of each blocklist trie (all feeds together, per family).
+pub const MAX_BLOCK: u32 = 1_048_576;
+/// Most blocklist feeds: one bit each in a [`maps::BLOCK_V4`] value.
+pub const MAX_FEEDS: u32 = 64;
 
 /// Most protect rules at once.
 pub const MAX_PROTECT_RULES: u32 = 256;
@@ -257,11 +288,13 @@ pub enum Reason {
     Unclassified = 9,
     /// Source is a peer the PBX's own configs name: passed after the flood limit only.
     PbxTrusted = 10,
+    /// Source is listed by a blocklist feed: dropped.
+    Blocklisted = 11,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Passed,
         Reason::Unparsed,
         Reason::Allowlisted,
@@ -273,6 +306,7 @@ impl Reason {
         Reason::Scanner,
         Reason::Unclassified,
         Reason::PbxTrusted,
+        Reason::Blocklisted,
     ];
 
     /// Stable, human-readable name used by `pbxguard stats` and metrics.
@@ -289,6 +323,7 @@ impl Reason {
             Reason::Scanner => "sip_scanner",
             Reason::Unclassified => "unclassified",
             Reason::PbxTrusted => "pbx_trusted",
+            Reason::Blocklisted => "blocklisted",
         }
     }
 
@@ -302,6 +337,7 @@ impl Reason {
                 | Reason::Flood
                 | Reason::Scanner
                 | Reason::Unclassified
+                | Reason::Blocklisted
         )
     }
 }

@@ -2,7 +2,7 @@
 //! stack (or the PBX) sees them.
 //!
 //! Verdict order (ARCHITECTURE.md, "The XDP program's verdict order"): unparseable -> PASS;
-//! allowlisted -> PASS; PBX-trusted peer -> the SIP flood limit only, then PASS; banned and not expired -> DROP; geo-blocked -> DROP; ports out of
+//! allowlisted -> PASS; PBX-trusted peer -> the SIP flood limit only, then PASS; banned and not expired -> DROP; listed by a blocklist feed -> DROP; geo-blocked -> DROP; ports out of
 //! reach while port rules are on -> DROP; protected port from an untrusted source -> DROP;
 //! SIP flood over the limit -> DROP; SIP scanner User-Agent -> DROP; else PASS. Every verdict
 //! bumps a per-CPU counter for its reason.
@@ -101,6 +101,10 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
             return Reason::Banned;
         }
         pass = Reason::BanExpired;
+    }
+    if let Some(feeds) = rules::blocklisted(&packet.source) {
+        rules::count_feed(feeds, (ctx.data_end() - ctx.data()) as u64);
+        return Reason::Blocklisted;
     }
     if rules::geo_blocked(&packet.source) {
         return Reason::GeoBlocked;

@@ -12,9 +12,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pbxguard_common::{
-    Bucket, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FLAG_PORT_RULES, FOLD, MAX_BUCKETS,
-    MAX_GEO, MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS, MAX_TRUSTED, PortKey, SCAN_WINDOW,
-    Settings, Signature,
+    Bucket, Counter, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FLAG_PORT_RULES, FOLD, MAX_BLOCK,
+    MAX_BUCKETS, MAX_FEEDS, MAX_GEO, MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS,
+    MAX_TRUSTED, PortKey, SCAN_WINDOW, Settings, Signature,
 };
 
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Source, Transport};
@@ -41,6 +41,37 @@ static SCANNERS: Array<Signature> = Array::with_max_entries(MAX_SIGNATURES, 0);
 static FLAGS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+static BLOCK_V4: LpmTrie<[u8; 4], u64> = LpmTrie::with_max_entries(MAX_BLOCK, 0);
+#[map]
+static BLOCK_V6: LpmTrie<[u8; 16], u64> = LpmTrie::with_max_entries(MAX_BLOCK, 0);
+#[map]
+static FEED_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_FEEDS, 0);
+
+/// The feeds (bit mask) listing the source, if any.
+#[inline(always)]
+pub fn blocklisted(source: &Source) -> Option<u64> {
+    let feeds = if source.v6 {
+        BLOCK_V6.get(Key::new(128, source.addr))
+    } else {
+        BLOCK_V4.get(Key::new(32, source.v4()))
+    };
+    feeds.copied().filter(|mask| *mask != 0)
+}
+
+/// Counts a dropped packet for the first feed in `feeds`.
+#[inline(always)]
+pub fn count_feed(feeds: u64, bytes: u64) {
+    let feed = feeds.trailing_zeros();
+    if let Some(counter) = FEED_COUNTERS.get_ptr_mut(feed) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}
 
 /// Whether the source lies in a geo-blocked network.
 #[inline(always)]

@@ -17,8 +17,10 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod crowdsec;
 pub mod fleet;
 pub mod geolite2;
+pub mod http;
 
 pub(crate) static NEXT: AtomicU32 = AtomicU32::new(0);
 

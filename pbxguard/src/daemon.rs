@@ -135,8 +135,12 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         )
     });
     // Toll fraud: the call records on their own thread; hits go to the engine.
+    // (`fraud_stop` stops every helper thread below.)
     let fraud_stop = Arc::new(AtomicBool::new(false));
     let fraud = crate::fraud::watch::spawn(&config, engine.clone(), fraud_stop.clone());
+    // Blocklist feeds and CrowdSec decisions: their own threads, stopped with the fraud one.
+    let feeds = crate::feeds::watch::spawn(&config, engine.clone(), fraud_stop.clone());
+    let bouncer = crate::bouncer::spawn(&config, engine.clone(), fraud_stop.clone());
     let mut running_sources = (config.source.clone(), config.filter.clone());
     // The socket last: once the CLI can reach us, every source is being followed.
     let listener = bind_socket(&socket)?;
@@ -221,7 +225,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || sources.stop()).await?;
     fraud_stop.store(true, Ordering::Release);
-    if let Some(thread) = fraud {
+    for thread in [fraud, feeds, bouncer].into_iter().flatten() {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
     drop(events_tx);

@@ -5,14 +5,17 @@
 
 pub mod alert;
 pub mod audit;
+pub mod bouncer;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
 pub mod engine;
+pub mod feeds;
 pub mod fraud;
 pub mod geo;
 pub mod guard;

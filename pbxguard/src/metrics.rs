@@ -130,6 +130,43 @@ pub fn render(snapshot: &Snapshot, counters: &dyn Counters) -> String {
         "# HELP pbxguard_known_addresses Addresses known from success lines.\n# TYPE pbxguard_known_addresses gauge\npbxguard_known_addresses {}\n",
         status.known
     ));
+    if !status.feeds.is_empty() {
+        w("# HELP pbxguard_feed_entries Blocklist entries enforced, per feed.\n# TYPE pbxguard_feed_entries gauge\n".into());
+        for feed in &status.feeds {
+            w(format!(
+                "pbxguard_feed_entries{{feed=\"{}\"}} {}\n",
+                label(&feed.name),
+                feed.entries
+            ));
+        }
+        w("# HELP pbxguard_feed_refused Blocklist entries refused (protected, too wide), per feed.\n# TYPE pbxguard_feed_refused gauge\n".into());
+        for feed in &status.feeds {
+            w(format!(
+                "pbxguard_feed_refused{{feed=\"{}\"}} {}\n",
+                label(&feed.name),
+                feed.refused
+            ));
+        }
+        w("# HELP pbxguard_feed_refresh_ok Whether the last refresh of a feed succeeded.\n# TYPE pbxguard_feed_refresh_ok gauge\n".into());
+        for feed in &status.feeds {
+            w(format!(
+                "pbxguard_feed_refresh_ok{{feed=\"{}\"}} {}\n",
+                label(&feed.name),
+                u8::from(feed.last_error.is_none())
+            ));
+        }
+        if let Ok(dropped) = counters.feeds()
+            && !dropped.is_empty()
+        {
+            w("# HELP pbxguard_feed_dropped_packets_total Packets dropped because a feed lists the source.\n# TYPE pbxguard_feed_dropped_packets_total counter\n".into());
+            for (feed, (packets, _)) in status.feeds.iter().zip(dropped) {
+                w(format!(
+                    "pbxguard_feed_dropped_packets_total{{feed=\"{}\"}} {packets}\n",
+                    label(&feed.name)
+                ));
+            }
+        }
+    }
     if let Some(fraud) = &snapshot.fraud {
         w("# HELP pbxguard_fraud_calls_total Calls read from the call records, by destination class.\n# TYPE pbxguard_fraud_calls_total counter\n".into());
         for (class, count) in &fraud.calls {

@@ -30,6 +30,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Runs every step.
 pub fn run() -> anyhow::Result<()> {
     apt()?;
+    crowdsec()?;
     nightly()?;
     bpf_linker()?;
     cargo_deb()?;
@@ -60,6 +61,45 @@ fn apt() -> anyhow::Result<()> {
     install_missing(APT_PACKAGES)?;
     if !had_kamailio && std::path::Path::new("/run/systemd/system").exists() {
         check(Command::new("systemctl").args(["disable", "--now", "kamailio.service"]))?;
+    }
+    Ok(())
+}
+
+/// Where Debian's `crowdsec` postinst looks before registering with CrowdSec's Central API.
+const CROWDSEC_CAPI: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// Debian's `crowdsec` (1.4.6 on bookworm): the real Local API the bouncer tests run in a
+/// namespace of their own (`pbxguard_lab::crowdsec::Lapi`, private config and database).
+/// Not in [`APT_PACKAGES`] because its postinst registers with the online Central API, which
+/// fails (and fails the install) offline, unless `online_api_credentials.yaml` already holds
+/// a comment (README.Debian): so the opt-out is written first when the file is missing or
+/// empty (an empty one means "register"); a file with content is left alone. The package also
+/// enables and starts `crowdsec.service` (an agent reading the host's logs and a LAPI on
+/// 127.0.0.1:8080); when setup itself installs it on a systemd host, that unit is stopped
+/// and disabled again. Without systemd nothing is started.
+fn crowdsec() -> anyhow::Result<()> {
+    if installed("crowdsec") && std::path::Path::new("/usr/bin/cscli").exists() {
+        return Ok(());
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("crowdsec is missing: run `cargo xtask setup` as root");
+    }
+    let capi = std::path::Path::new(CROWDSEC_CAPI);
+    let has_content = std::fs::metadata(capi).is_ok_and(|m| m.len() > 0);
+    if !has_content {
+        std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+        std::fs::write(
+            capi,
+            "# no thanks: no Central API registration (pbxguard test machine, see README.Debian)\n",
+        )
+        .with_context(|| format!("writing {CROWDSEC_CAPI}"))?;
+    }
+    install_missing(&["crowdsec"])?;
+    if std::path::Path::new("/run/systemd/system").exists() {
+        check(Command::new("systemctl").args(["disable", "--now", "crowdsec.service"]))?;
+    }
+    if output(Command::new("cscli").arg("version")).is_none() {
+        bail!("crowdsec installed but `cscli version` fails");
     }
     Ok(())
 }

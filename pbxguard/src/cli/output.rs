@@ -153,6 +153,41 @@ pub fn status(data: &Value, as_json: bool) -> String {
             num(source, "matches")
         ));
     }
+    for feed in data["feeds"].as_array().into_iter().flatten() {
+        let refreshed = feed["last_refresh"].as_str().unwrap_or("never");
+        out.push_str(&format!(
+            "feed {}: {} entries, {} refused, last refresh {refreshed}{}\n",
+            clean(text(feed, "name")),
+            num(feed, "entries"),
+            num(feed, "refused"),
+            match feed["last_error"].as_str() {
+                Some(e) => format!(
+                    "; REFRESH FAILED: {} (the last good content stays)",
+                    clean(e)
+                ),
+                None => String::new(),
+            }
+        ));
+    }
+    if let Some(cs) = data["crowdsec"].as_object() {
+        let cs = Value::Object(cs.clone());
+        out.push_str(&format!(
+            "crowdsec {}: {}; {} bans in force, {} applied, {} lifted, {} refused\n",
+            clean(text(&cs, "lapi_url")),
+            if cs["connected"].as_bool() == Some(true) {
+                "pulling".to_string()
+            } else {
+                format!(
+                    "NOT REACHABLE ({}; enforced decisions stay)",
+                    clean(cs["last_error"].as_str().unwrap_or("not pulled yet"))
+                )
+            },
+            num(&cs, "bans"),
+            num(&cs, "applied"),
+            num(&cs, "lifted"),
+            num(&cs, "refused")
+        ));
+    }
     if let Some(cluster) = data["cluster"].as_object() {
         out.push_str(&cluster_status(&Value::Object(cluster.clone())));
     }
@@ -387,6 +422,12 @@ pub fn explain(data: &Value, as_json: bool) -> String {
     }
     if data["geo_blocked"].as_bool() == Some(true) {
         out.push_str("  in a geo-blocked network\n");
+    }
+    for feed in data["feeds"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  listed by blocklist feed {} (dropped)\n",
+            clean(feed.as_str().unwrap_or(""))
+        ));
     }
     out
 }

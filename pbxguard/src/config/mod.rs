@@ -18,6 +18,7 @@ mod daemon;
 mod detection;
 mod enforcement;
 mod error;
+mod feeds;
 mod fraud;
 mod perimeter;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use daemon::{DaemonConfig, MetricsConfig};
 pub use detection::{Mode, OffHoursConfig, PolicyConfig, SourceConfig, Thresholds};
 pub use enforcement::{AllowConfig, Backend, BanConfig, EnforceConfig, MAX_BAN_ENTRIES, XdpMode};
 pub use error::ConfigError;
+pub use feeds::{APIBAN_URL, BlocklistConfig, CrowdsecConfig, FeedFormat};
 pub use fraud::{FRAUD_RULES, FraudConfig, FraudLimits};
 pub use perimeter::{
     DEFAULT_SCANNERS, FloodConfig, PortSpec, ProtectConfig, ScannersConfig, SipConfig,
@@ -87,6 +89,10 @@ pub struct Config {
     pub fraud: Option<FraudConfig>,
     /// Call-record files to follow (`[[cdr]]`), for `[fraud]`.
     pub cdr: Vec<crate::fraud::cdr::CdrSourceConfig>,
+    /// Blocklist feeds (`[[blocklist]]`), dropped in their own maps.
+    pub blocklist: Vec<BlocklistConfig>,
+    /// CrowdSec's decisions, enforced as bans.
+    pub crowdsec: Option<CrowdsecConfig>,
 }
 
 impl Config {

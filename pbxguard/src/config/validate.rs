@@ -13,6 +13,10 @@ impl Config {
         self.validate_basics()
             .map_err(|(k, m)| (k.to_string(), m))?;
         self.validate_fraud()?;
+        super::feeds::validate(&self.blocklist)?;
+        if let Some(crowdsec) = &self.crowdsec {
+            crowdsec.validate().map_err(|(k, m)| (k.to_string(), m))?;
+        }
         self.validate_detection()
     }
 

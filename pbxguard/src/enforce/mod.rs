@@ -118,6 +118,11 @@ impl ReasonStats {
 pub trait Counters: Send + Sync {
     /// Packets and bytes per reason.
     fn read(&self) -> Result<Vec<ReasonStats>, EnforceError>;
+    /// Packets and bytes dropped per blocklist feed number (empty where the backend cannot
+    /// tell feeds apart).
+    fn feeds(&self) -> Result<Vec<(u64, u64)>, EnforceError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A place where bans and the allowlist take effect.
@@ -174,6 +179,20 @@ pub trait Enforcer: Send {
             backend = self.backend(),
             "this backend does not enforce [[protect]], [flood] or [scanners]"
         );
+        Ok(())
+    }
+    /// Makes the blocklist feeds' entries exactly `want` (network -> bit mask of the feeds
+    /// listing it), with no moment in which a wanted entry is missing.
+    fn set_blocklist(
+        &mut self,
+        want: &std::collections::BTreeMap<IpNet, u64>,
+    ) -> Result<(), EnforceError> {
+        if !want.is_empty() {
+            tracing::warn!(
+                backend = self.backend(),
+                "this backend does not enforce [[blocklist]]"
+            );
+        }
         Ok(())
     }
     /// Makes the geo-blocked networks exactly `nets`.

@@ -218,6 +218,8 @@ pub struct XdpProgram {
     bans: Tries<BanEntry>,
     geo: Tries<u32>,
     pbx: Tries<u32>,
+    /// Blocklist feeds' entries, each with the mask of feeds listing it.
+    block: Tries<u64>,
     counters: Arc<CounterMap>,
     /// The bans with their own expiries; map entries carry the effective ones.
     table: BanTable,
@@ -308,7 +310,15 @@ impl XdpProgram {
                 [maps::PBX_V4, maps::PBX_V6],
                 pbxguard_common::MAX_TRUSTED,
             )?,
-            counters: Arc::new(CounterMap(take(&mut ebpf, maps::COUNTERS)?)),
+            block: Tries::take(
+                &mut ebpf,
+                [maps::BLOCK_V4, maps::BLOCK_V6],
+                pbxguard_common::MAX_BLOCK,
+            )?,
+            counters: Arc::new(CounterMap {
+                reasons: take(&mut ebpf, maps::COUNTERS)?,
+                feeds: take(&mut ebpf, maps::FEED_COUNTERS)?,
+            }),
             table: BanTable::default(),
             perimeter: super::perimeter::PerimeterMaps::take(&mut ebpf)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
@@ -388,6 +398,28 @@ impl XdpProgram {
         self.pbx.sync(nets)
     }
 
+    /// Makes the blocklist entries exactly `want` (network -> mask of feeds): changed and new
+    /// entries are written first, each in place (one key at a time, never absent while
+    /// wanted), then the stale ones go; so a feed's refresh has no window without it.
+    pub fn set_blocklist(
+        &mut self,
+        want: &std::collections::BTreeMap<IpNet, u64>,
+    ) -> Result<(), EnforceError> {
+        let held: std::collections::HashMap<IpNet, u64> =
+            self.block.entries()?.into_iter().collect();
+        for (net, mask) in want {
+            if held.get(net) != Some(mask) {
+                self.block.insert(*net, *mask)?;
+            }
+        }
+        for net in held.keys() {
+            if !want.contains_key(net) {
+                self.block.remove(*net)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the geo-blocked networks exactly `nets` (added before stale ones go).
     pub fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         self.geo.sync(nets)
@@ -461,15 +493,29 @@ fn ban_entry(expires: Expiry) -> BanEntry {
     }
 }
 
-/// The per-CPU verdict counters, shared with status and metrics readers.
-pub struct CounterMap(PerCpuArray<MapData, Counter>);
+/// The per-CPU verdict and per-feed counters, shared with status and metrics readers.
+pub struct CounterMap {
+    reasons: PerCpuArray<MapData, Counter>,
+    feeds: PerCpuArray<MapData, Counter>,
+}
 
 impl super::Counters for CounterMap {
+    fn feeds(&self) -> Result<Vec<(u64, u64)>, EnforceError> {
+        (0..pbxguard_common::MAX_FEEDS)
+            .map(|feed| {
+                let per_cpu = self.feeds.get(&feed, 0)?;
+                Ok(per_cpu
+                    .iter()
+                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+            })
+            .collect()
+    }
+
     fn read(&self) -> Result<Vec<ReasonStats>, EnforceError> {
         debug_assert!(Reason::ALL.len() as u32 <= COUNTER_SLOTS);
         let mut out = Vec::new();
         for reason in Reason::ALL {
-            let per_cpu = self.0.get(&(reason as u32), 0)?;
+            let per_cpu = self.reasons.get(&(reason as u32), 0)?;
             let (packets, bytes) = per_cpu
                 .iter()
                 .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
@@ -566,6 +612,13 @@ impl super::Enforcer for XdpProgram {
 
     fn set_geo(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         XdpProgram::set_geo(self, nets)
+    }
+
+    fn set_blocklist(
+        &mut self,
+        want: &std::collections::BTreeMap<IpNet, u64>,
+    ) -> Result<(), EnforceError> {
+        XdpProgram::set_blocklist(self, want)
     }
 
     fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {

@@ -325,6 +325,13 @@ impl Enforcer for XdpEnforcer {
         self.program.set_geo(nets)
     }
 
+    fn set_blocklist(
+        &mut self,
+        want: &std::collections::BTreeMap<IpNet, u64>,
+    ) -> Result<(), EnforceError> {
+        self.program.set_blocklist(want)
+    }
+
     fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         self.program.set_pbx_trusted(nets)
     }

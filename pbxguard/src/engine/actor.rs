@@ -57,6 +57,12 @@ pub enum Command {
     Fraud(Box<crate::fraud::rules::Hit>, Reply<String>),
     /// The fraud thread's counters, for `fraud status` and metrics.
     FraudReport(Arc<crate::fraud::FraudReport>),
+    /// A blocklist feed was refreshed, found unchanged, or failed.
+    Feed(String, super::feeds::FeedNews),
+    /// A CrowdSec pull: its decisions (`true`: a startup pull, the whole list).
+    Crowdsec(crate::crowdsec::Delta, bool),
+    /// A CrowdSec pull failed (enforced decisions stay).
+    CrowdsecFailed(String, String),
     /// The log sources were restarted after a reload: show these counters.
     Sources(Vec<Arc<SourceStats>>, Reply<()>),
     /// Stop the loop; keep enforcing unless `detach`.
@@ -249,6 +255,18 @@ fn carry_out(
         }
         Command::FraudReport(report) => {
             engine.set_fraud_report(report);
+            publish(engine);
+        }
+        Command::Feed(name, news) => {
+            engine.on_feed(&name, news, SystemTime::now());
+            publish(engine);
+        }
+        Command::Crowdsec(delta, startup) => {
+            engine.on_crowdsec(delta, startup, SystemTime::now());
+            publish(engine);
+        }
+        Command::CrowdsecFailed(url, error) => {
+            engine.crowdsec_failed(&url, error);
             publish(engine);
         }
         Command::Cluster(status) => {

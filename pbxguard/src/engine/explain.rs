@@ -38,6 +38,8 @@ pub struct Explanation {
     pub offense: Option<Offense>,
     /// Whether it falls in a geo-blocked network.
     pub geo_blocked: bool,
+    /// Blocklist feeds that list it (and whose entry is enforced).
+    pub feeds: Vec<String>,
 }
 
 impl Engine {
@@ -71,6 +73,7 @@ impl Engine {
                 .collect(),
             known: self.known(ip, std::time::SystemTime::now()).cloned(),
             tracked_as: tracked.to_string(),
+            feeds: self.feeds.listing(ip),
             failures: self.tracker.count(&tracked),
             offense: self.ledger.offense(&tracked),
             bans,

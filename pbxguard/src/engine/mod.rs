@@ -8,7 +8,9 @@
 //! testable without root.
 
 pub mod actor;
+pub mod crowdsec;
 pub mod explain;
+pub mod feeds;
 mod fraud;
 pub mod known;
 pub mod peer;
@@ -115,6 +117,10 @@ pub struct Engine {
     cluster: Option<crate::cluster::ClusterStatus>,
     /// The fraud thread's last report (`[fraud]`).
     fraud: Option<Arc<crate::fraud::FraudReport>>,
+    /// Blocklist feeds (`[[blocklist]]`).
+    feeds: feeds::Feeds,
+    /// The CrowdSec bouncer's state (`[crowdsec]`).
+    crowdsec: Option<crowdsec::CrowdsecStatus>,
     /// Peers' bans in force per node, counted when `published_bans` is rebuilt.
     peer_bans: Arc<std::collections::BTreeMap<String, usize>>,
 }
@@ -148,6 +154,11 @@ impl Engine {
         ledger
             .enforcer_mut()
             .set_perimeter(&Perimeter::from_config(&config))?;
+        let feeds = feeds::Feeds::new(config.blocklist.clone());
+        let crowdsec = config.crowdsec.as_ref().map(|c| crowdsec::CrowdsecStatus {
+            lapi_url: c.lapi_url.clone(),
+            ..Default::default()
+        });
         let mut engine = Engine {
             guard: Guard::new(&config.allow.networks, crate::guard::host_addresses()),
             offhours: policy::offhours_schedule(&config),
@@ -171,6 +182,8 @@ impl Engine {
             pbx_trusted: Arc::default(),
             cluster: None,
             fraud: None,
+            feeds,
+            crowdsec,
             peer_bans: Arc::default(),
         };
         // A database that cannot be read at start is logged; geo rules are then empty.
@@ -529,6 +542,8 @@ impl Engine {
             not_enforced: self.not_enforced,
             geo_networks: self.geo.nets.len(),
             sources: self.sources.iter().map(|s| SourceStatus::of(s)).collect(),
+            feeds: self.feeds.status(),
+            crowdsec: self.crowdsec.clone(),
             cluster: self.cluster.clone().map(|mut c| {
                 for (node, count) in self.peer_bans.iter() {
                     c.peers.entry(node.clone()).or_default().bans = *count;

@@ -40,11 +40,13 @@ impl Engine {
         }
         self.guard.set_pbx_trusted(list);
         self.pbx_trusted = Arc::new(found.trusted);
+        self.apply_feeds();
     }
 
     /// Protects the host's current addresses (after a netlink address change).
     pub fn set_host_addresses(&mut self, host: Vec<HostAddress>) {
         tracing::debug!(addresses = host.len(), "host addresses refreshed");
         self.guard.set_host_addresses(host);
+        self.apply_feeds();
     }
 }

@@ -56,7 +56,8 @@ impl Engine {
     /// Applies a new, validated config as one step: allowlist, perimeter rules and geo in
     /// the kernel, then thresholds, sources and filters in memory. If a kernel step fails,
     /// the steps before it are undone and the running config stays. `[daemon]`,
-    /// `[enforce]`, `[metrics]`, `[notify]`, `[trust]`, `[cluster]`, `[fraud]`, `[[cdr]]` and map sizes need a restart.
+    /// `[enforce]`, `[metrics]`, `[notify]`, `[trust]`, `[cluster]`, `[fraud]`, `[[cdr]]`, `[[blocklist]]`, `[crowdsec]` and map
+    /// sizes need a restart.
     pub fn reload(&mut self, config: Config) -> Result<(), EngineError> {
         let old = self.config.clone();
         if config.enforce != old.enforce
@@ -68,9 +69,11 @@ impl Engine {
             || config.cluster != old.cluster
             || config.fraud != old.fraud
             || config.cdr != old.cdr
+            || config.blocklist != old.blocklist
+            || config.crowdsec != old.crowdsec
         {
             tracing::warn!(
-                "[daemon], [enforce], [metrics], [notify], [trust], [cluster], [fraud], [[cdr]] and [ban] max_entries changes take effect at the next restart"
+                "[daemon], [enforce], [metrics], [notify], [trust], [cluster], [fraud], [[cdr]], [[blocklist]], [crowdsec] and [ban] max_entries changes take effect at the next restart"
             );
         }
         // Everything computed before anything changes.
@@ -123,6 +126,7 @@ impl Engine {
             };
         }
         self.guard.set_allowlist(&config.allow.networks);
+        self.apply_feeds();
         self.offhours = policy::offhours_schedule(&config);
         let mut next = (*old).clone();
         next.allow = config.allow;

@@ -70,6 +70,10 @@ pub struct Status {
     pub geo_networks: usize,
     /// Per log source: alive, last read, lines and matches.
     pub sources: Vec<SourceStatus>,
+    /// Blocklist feeds: entries, refusals, last refresh, errors.
+    pub feeds: Vec<super::feeds::FeedStatus>,
+    /// The CrowdSec bouncer (`[crowdsec]`); absent without it.
+    pub crowdsec: Option<super::crowdsec::CrowdsecStatus>,
     /// The NATS link and peers' bans (`[cluster]`); absent without it.
     pub cluster: Option<crate::cluster::ClusterStatus>,
 }

@@ -35,7 +35,7 @@ const PBX: &str = "pbx";
 const BATCH: usize = 5000;
 
 /// Named counters, one per verdict nftables can tell apart.
-const COUNTERS: [(Reason, &str); 8] = [
+const COUNTERS: [(Reason, &str); 9] = [
     (Reason::Passed, "passed"),
     (Reason::Allowlisted, "allowlisted"),
     (Reason::Banned, "banned"),
@@ -44,6 +44,7 @@ const COUNTERS: [(Reason, &str); 8] = [
     (Reason::Flood, "sip_flood"),
     (Reason::Unclassified, "unclassified"),
     (Reason::PbxTrusted, "pbx_trusted"),
+    (Reason::Blocklisted, "blocklisted"),
 ];
 
 /// Enforces with nftables.
@@ -203,6 +204,8 @@ impl NftEnforcer {
         commands.push(json!({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": PBX}}}));
         commands.extend(interval_set("geo4", "ipv4_addr"));
         commands.extend(interval_set("geo6", "ipv6_addr"));
+        commands.extend(interval_set("block4", "ipv4_addr"));
+        commands.extend(interval_set("block6", "ipv6_addr"));
         let mut hooked = json!({"family": FAMILY, "table": TABLE, "name": CHAIN});
         hooked["type"] = json!("filter");
         hooked["hook"] = json!("prerouting");
@@ -258,6 +261,8 @@ impl NftEnforcer {
         for (proto, kind, counter, verdict) in [
             ("ip", "ban4", "banned", "drop"),
             ("ip6", "ban6", "banned", "drop"),
+            ("ip", "block4", "blocklisted", "drop"),
+            ("ip6", "block6", "blocklisted", "drop"),
             ("ip", "geo4", "geo_blocked", "drop"),
             ("ip6", "geo6", "geo_blocked", "drop"),
         ] {
@@ -463,6 +468,18 @@ impl Enforcer for NftEnforcer {
     fn set_pbx_trusted(&mut self, nets: &[IpNet]) -> Result<(), EnforceError> {
         let mut commands = fill_set("pbx4", nets, "4");
         commands.extend(fill_set("pbx6", nets, "6"));
+        apply(commands)
+    }
+
+    /// One transaction (flush and refill both sets): nftables applies it atomically, so a
+    /// refresh has no window in which a listed source passes.
+    fn set_blocklist(
+        &mut self,
+        want: &std::collections::BTreeMap<IpNet, u64>,
+    ) -> Result<(), EnforceError> {
+        let nets: Vec<IpNet> = want.keys().copied().collect();
+        let mut commands = fill_set("block4", &nets, "4");
+        commands.extend(fill_set("block6", &nets, "6"));
         apply(commands)
     }
 
