@@ -24,6 +24,8 @@ use testenv::{ATTACKER, Daemon, Lab, N, PBX, PHONE};
 
 /// Listed only by the file feed.
 const LISTED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 99);
+/// Listed only by the APIBAN feed.
+const APIBANNED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 98);
 
 fn wait_until(daemon: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -90,6 +92,29 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
             claimed: 4096,
         },
     );
+    // APIBAN: two pages from ID 100, then "no new bans" (HTTP 400, as the real API answers).
+    server.set(
+        "/api/testkey/banned/100",
+        Reply::Body {
+            body: br#"{"ipaddress":["10.77.0.98","not-an-ip"],"ID":"1700000001"}"#.to_vec(),
+            etag: None,
+        },
+    );
+    server.set(
+        "/api/testkey/banned/1700000001",
+        Reply::Body {
+            body: br#"{"ipaddress":["0.0.0.0/0","203.0.113.9"],"ID":"1700000002"}"#.to_vec(),
+            etag: None,
+        },
+    );
+    server.set(
+        "/api/testkey/banned/1700000002",
+        Reply::Status(
+            400,
+            br#"{"ipaddress":["no new bans"],"ID":"none"}"#.to_vec(),
+        ),
+    );
+    lab.add_outside_address(APIBANNED);
     let mut daemon = Daemon::configure(&lab, backend, "");
     let drop_file = daemon.dir.path().join("drop.txt");
     std::fs::write(&drop_file, drop_list("")).unwrap();
@@ -98,11 +123,13 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
             "[[blocklist]]\nname = \"firehol\"\nurl = \"{}\"\n\n\
              [[blocklist]]\nname = \"spamhaus\"\npath = \"{}\"\n\n\
              [[blocklist]]\nname = \"big\"\nurl = \"{}\"\n\n\
-             [[blocklist]]\nname = \"cut\"\nurl = \"{}\"\n",
+             [[blocklist]]\nname = \"cut\"\nurl = \"{}\"\n\n\
+             [[blocklist]]\nname = \"apiban\"\nformat = \"apiban\"\nurl = \"{}\"\napi_key = \"testkey\"\n",
             server.url("/firehol.netset"),
             drop_file.display(),
             server.url("/big.netset"),
             server.url("/cut.netset"),
+            server.url("/api"),
         );
     std::fs::write(&daemon.config, config).unwrap();
     daemon.launch(&[]);
@@ -141,9 +168,15 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
         "nothing from a cut download"
     );
 
+    wait_until(&daemon, "the APIBAN pages", || {
+        feed(&daemon, "apiban")["entries"] == 2
+    });
+    let apiban = feed(&daemon, "apiban");
+    assert_eq!(apiban["refused"], 1, "0.0.0.0/0 from APIBAN: {apiban}");
+    assert!(apiban["last_error"].is_null(), "{apiban}");
     assert_eq!(
-        delivered(&lab, &[ATTACKER, PHONE, LISTED]),
-        [0, N, 0],
+        delivered(&lab, &[ATTACKER, PHONE, LISTED, APIBANNED]),
+        [0, N, 0, 0],
         "listed sources dropped, the phone passes"
     );
     assert!(daemon.packets("blocklisted") > 0);
