@@ -271,3 +271,53 @@ fn ban_map_capacity_comes_from_options() {
         .unwrap_err();
     assert!(err.to_string().contains("max_entries"), "{err}");
 }
+
+/// Single-address bans live in the exact hash maps; one pinned in the LPM trie by a daemon
+/// from before them is moved there at load, still dropping, and then lifts normally.
+#[test]
+fn single_address_bans_pinned_in_the_trie_are_moved_to_the_exact_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    nix::mount::mount(
+        Some("bpf"),
+        dir.path(),
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a bpffs for the pins");
+    let options = LoadOptions {
+        pin_dir: Some(dir.path().to_path_buf()),
+        max_bans: 1024,
+        ..Default::default()
+    };
+    let p = XdpProgram::load(&options).unwrap();
+    drop(p);
+    // As an older daemon left it: the /32 in the trie.
+    let pin = pbxguard::enforce::program::map_pin_path(dir.path(), pbxguard_common::maps::BAN_V4);
+    let mut trie: aya::maps::LpmTrie<_, [u8; 4], BanEntry> = aya::maps::LpmTrie::try_from(
+        aya::maps::Map::LpmTrie(aya::maps::MapData::from_pin(&pin).unwrap()),
+    )
+    .unwrap();
+    let key = aya::maps::lpm_trie::Key::new(32, ATTACKER.octets());
+    trie.insert(&key, BanEntry { expires_boot_ns: 0 }, 0)
+        .unwrap();
+    let mut p = XdpProgram::load(&options).unwrap();
+    assert!(trie.get(&key, 0).is_err(), "moved out of the trie");
+    let frame = Frame::ethernet().udp4(ATTACKER, PBX, 5060, b"OPTIONS");
+    assert_eq!(
+        run(&mut p, &frame),
+        XDP_DROP,
+        "still banned, from the exact map"
+    );
+    let bans: Vec<String> = p
+        .bans()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(bans, [format!("{ATTACKER}/32")]);
+    p.remove_ban(parse_net(&ATTACKER.to_string()).unwrap())
+        .unwrap();
+    assert_eq!(run(&mut p, &frame), XDP_PASS);
+    let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+}

@@ -46,6 +46,13 @@ pub mod maps {
     pub const PBX_V4: &str = "PBX_V4";
     /// The same for IPv6.
     pub const PBX_V6: &str = "PBX_V6";
+    /// Bans of single IPv4 addresses (/32), checked before [`BAN_V4`]: a hash lookup costs
+    /// the same at one ban and at a million, where an LPM trie walk grows with the set. The
+    /// entry carries the effective expiry (the latest of its own and every wider ban), so it
+    /// alone decides, as the longest prefix would.
+    pub const BAN_EXACT_V4: &str = "BAN_EXACT_V4";
+    /// The same for single IPv6 addresses (/128).
+    pub const BAN_EXACT_V6: &str = "BAN_EXACT_V6";
     /// Blocklist feeds' entries (LPM, IPv4); the value is a bit mask of the feeds listing it.
     pub const BLOCK_V4: &str = "BLOCK_V4";
     /// The same for IPv6.
@@ -54,7 +61,7 @@ pub mod maps {
     /// dropped the packet), indexed by feed number.
     pub const FEED_COUNTERS: &str = "FEED_COUNTERS";
     /// Every map the daemon pins, in a stable order.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 23] = [
         ALLOW_V4,
         ALLOW_V6,
         BAN_V4,
@@ -76,6 +83,8 @@ pub mod maps {
         BLOCK_V4,
         BLOCK_V6,
         FEED_COUNTERS,
+        BAN_EXACT_V4,
+        BAN_EXACT_V6,
     ];
 }
 

@@ -17,10 +17,10 @@ mod parse;
 mod rules;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_NO_PREALLOC, xdp_action},
     helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
-    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use pbxguard_common::{
@@ -37,6 +37,13 @@ static ALLOW_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_MAX_
 static BAN_V4: LpmTrie<[u8; 4], BanEntry> = LpmTrie::with_max_entries(DEFAULT_MAX_BANS, 0);
 #[map]
 static BAN_V6: LpmTrie<[u8; 16], BanEntry> = LpmTrie::with_max_entries(DEFAULT_MAX_BANS, 0);
+// Not preallocated: a million-entry hash would otherwise pin its memory at load.
+#[map]
+static BAN_EXACT_V4: HashMap<[u8; 4], BanEntry> =
+    HashMap::with_max_entries(DEFAULT_MAX_BANS, BPF_F_NO_PREALLOC);
+#[map]
+static BAN_EXACT_V6: HashMap<[u8; 16], BanEntry> =
+    HashMap::with_max_entries(DEFAULT_MAX_BANS, BPF_F_NO_PREALLOC);
 #[map]
 static PBX_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_TRUSTED, 0);
 #[map]
@@ -82,7 +89,8 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
         if PBX_V6.get(&key).is_some() {
             return pbx_trusted(packet);
         }
-        BAN_V6.get(&key)
+        // SAFETY: the entry is read, not kept past this function.
+        unsafe { BAN_EXACT_V6.get(source.addr) }.or_else(|| BAN_V6.get(&key))
     } else {
         let key = Key::new(32, source.v4());
         if ALLOW_V4.get(&key).is_some() {
@@ -91,7 +99,9 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
         if PBX_V4.get(&key).is_some() {
             return pbx_trusted(packet);
         }
-        BAN_V4.get(&key)
+        let addr = source.v4();
+        // SAFETY: as above.
+        unsafe { BAN_EXACT_V4.get(addr) }.or_else(|| BAN_V4.get(&key))
     };
     let mut pass = Reason::Passed;
     if let Some(entry) = ban {

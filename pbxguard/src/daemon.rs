@@ -28,7 +28,7 @@ use crate::{
         Engine,
         actor::{self, Command, EngineHandle},
     },
-    notify::Notifier,
+    notify::{Notifier, NotifyState},
     source::Sources,
     store::Store,
 };
@@ -166,10 +166,13 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
     // Ready only now: the program is attached, bans are restored, sources followed, the
     // socket answers.
     let notifier = Notifier::from_env();
-    notifier.send(&format!(
-        "READY=1\nSTATUS=enforcing with {}",
-        engine.snapshot().status.backend
-    ));
+    notifier.send(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "enforcing with {}",
+            engine.snapshot().status.backend
+        )),
+    ]);
     let watchdog_every = notifier.watchdog_interval();
     // Without a watchdog the tick is hourly and harmless.
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
@@ -188,7 +191,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
                 // Only a live engine loop keeps systemd's watchdog fed.
                 let beat = engine.snapshot().heartbeat;
                 if beat.elapsed() < watchdog_every.unwrap_or(Duration::MAX).saturating_mul(2).max(actor::SWEEP * 10) {
-                    notifier.send("WATCHDOG=1");
+                    notifier.send(&[NotifyState::Watchdog]);
                 } else {
                     tracing::error!(since = ?beat.elapsed(), "the engine loop is not answering; withholding the watchdog ping");
                 }
@@ -215,7 +218,7 @@ async fn run_async(options: RunOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!(detach, "stopping");
-    notifier.send("STOPPING=1");
+    notifier.send(&[NotifyState::Stopping]);
     server.abort();
     if let Some(cluster) = cluster {
         cluster.abort();
@@ -275,13 +278,12 @@ fn start_backend(config: &Config) -> anyhow::Result<(Box<dyn Enforcer>, Option<S
 }
 
 async fn reload(engine: &EngineHandle, notifier: &Notifier) {
-    notifier.send(&format!(
-        "RELOADING=1\nMONOTONIC_USEC={}",
-        crate::notify::monotonic_usec()
-    ));
+    if let Some(reloading) = crate::notify::reloading() {
+        notifier.send(&reloading);
+    }
     // The engine logs a rejected config itself.
     let _ = engine.ask(Command::Reload).await;
-    notifier.send("READY=1");
+    notifier.send(&[NotifyState::Ready]);
 }
 
 /// Holds an exclusive lock on `state_dir/pbxguard.lock` for the daemon's lifetime.

@@ -4,6 +4,7 @@
 mod output;
 pub mod test_cdr;
 pub mod test_log;
+mod top;
 
 use std::{
     path::{Path, PathBuf},
@@ -123,6 +124,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live view of the running daemon: attacks and drops per second, newest bans, top
+    /// offending networks, log followers, cluster/feeds/CrowdSec state. Quit with q.
+    Top,
     /// Run filters over a log file without a daemon (like fail2ban-regex).
     TestLog {
         /// The log file.
@@ -290,6 +294,7 @@ pub fn main(cli: Cli) -> Exit {
                 }
             }
         }
+        Command::Top => top::run(socket_path(&cli.config, cli.socket), &cli.config),
         Command::TestCdr { file, format, json } => test_cdr(&cli.config, &file, format, json),
         Command::Fraud(FraudCommand::Status(flag)) => {
             client(&cli.config, cli.socket, Request::FraudStatus, |data| {

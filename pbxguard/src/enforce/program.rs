@@ -208,6 +208,81 @@ impl Tries<u32> {
     }
 }
 
+/// The ban maps: single addresses (/32, /128) in the exact hash maps, wider networks in
+/// the LPM tries. The program checks the hash first; each entry carries its effective
+/// expiry, so the answer is the one the longest prefix would give.
+struct BanMaps {
+    exact4: aya::maps::HashMap<MapData, [u8; 4], BanEntry>,
+    exact6: aya::maps::HashMap<MapData, [u8; 16], BanEntry>,
+    tries: Tries<BanEntry>,
+}
+
+impl BanMaps {
+    fn take(ebpf: &mut Ebpf, capacity: u32) -> Result<BanMaps, EnforceError> {
+        Ok(BanMaps {
+            exact4: take(ebpf, maps::BAN_EXACT_V4)?,
+            exact6: take(ebpf, maps::BAN_EXACT_V6)?,
+            tries: Tries::take(ebpf, [maps::BAN_V4, maps::BAN_V6], capacity)?,
+        })
+    }
+
+    fn insert(&mut self, net: IpNet, entry: BanEntry) -> Result<(), EnforceError> {
+        let capacity = self.tries.capacity;
+        match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => self
+                .exact4
+                .insert(n.addr().octets(), entry, 0)
+                .map_err(full(maps::BAN_EXACT_V4, capacity)),
+            IpNet::V6(n) if n.prefix_len() == 128 => self
+                .exact6
+                .insert(n.addr().octets(), entry, 0)
+                .map_err(full(maps::BAN_EXACT_V6, capacity)),
+            _ => self.tries.insert(net, entry),
+        }
+    }
+
+    fn remove(&mut self, net: IpNet) -> Result<(), EnforceError> {
+        match net {
+            IpNet::V4(n) if n.prefix_len() == 32 => {
+                ignore_missing(self.exact4.remove(&n.addr().octets()))
+            }
+            IpNet::V6(n) if n.prefix_len() == 128 => {
+                ignore_missing(self.exact6.remove(&n.addr().octets()))
+            }
+            _ => self.tries.remove(net),
+        }
+    }
+
+    /// Moves single-address bans that a daemon before the exact maps pinned in the tries
+    /// into the exact maps (insert first, then delete: never a moment unbanned).
+    fn migrate(&mut self) -> Result<usize, EnforceError> {
+        let hosts: Vec<(IpNet, BanEntry)> = self
+            .tries
+            .entries()?
+            .into_iter()
+            .filter(|(net, _)| net.prefix_len() == net.max_prefix_len())
+            .collect();
+        for (net, entry) in &hosts {
+            self.insert(*net, *entry)?;
+            self.tries.remove(*net)?;
+        }
+        Ok(hosts.len())
+    }
+
+    fn entries(&self) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
+        let mut out = self.tries.entries()?;
+        for item in self.exact4.iter() {
+            let (key, value) = item?;
+            out.push((IpNet::from(std::net::IpAddr::from(key)), value));
+        }
+        for item in self.exact6.iter() {
+            let (key, value) = item?;
+            out.push((IpNet::from(std::net::IpAddr::from(key)), value));
+        }
+        Ok(out)
+    }
+}
+
 /// The loaded (not yet attached) program and its maps.
 pub struct XdpProgram {
     ebpf: Ebpf,
@@ -215,7 +290,7 @@ pub struct XdpProgram {
     name: &'static str,
     rules_off: Vec<RuleOff>,
     allow: Tries<u32>,
-    bans: Tries<BanEntry>,
+    bans: BanMaps,
     geo: Tries<u32>,
     pbx: Tries<u32>,
     /// Blocklist feeds' entries, each with the mask of feeds listing it.
@@ -258,7 +333,10 @@ fn key_v6_net(key: &Key<[u8; 16]>) -> IpNet {
 /// Turns "no space" from the kernel into an actionable error.
 fn full(map: &'static str, capacity: u32) -> impl FnOnce(MapError) -> EnforceError {
     move |e| match &e {
-        MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOSPC) => {
+        // Tries say ENOSPC when full, hash maps E2BIG.
+        MapError::SyscallError(s)
+            if matches!(s.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG)) =>
+        {
             EnforceError::Full { map, capacity }
         }
         _ => EnforceError::Map(e),
@@ -271,7 +349,9 @@ impl XdpProgram {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::BAN_V4, options.max_bans)
-            .map_max_entries(maps::BAN_V6, options.max_bans);
+            .map_max_entries(maps::BAN_V6, options.max_bans)
+            .map_max_entries(maps::BAN_EXACT_V4, options.max_bans)
+            .map_max_entries(maps::BAN_EXACT_V6, options.max_bans);
         let pins: Vec<(&str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
                 let maps_dir = dir.join("maps");
@@ -291,8 +371,15 @@ impl XdpProgram {
         }
         let mut ebpf = loader.load(OBJECT)?;
         let (name, rules_off) = load_program(&mut ebpf, options.force_no_scanner)?;
-        let bans = Tries::take(&mut ebpf, [maps::BAN_V4, maps::BAN_V6], options.max_bans)?;
-        warn_if_resized(&bans, options.max_bans);
+        let mut bans = BanMaps::take(&mut ebpf, options.max_bans)?;
+        warn_if_resized(&bans.tries, options.max_bans);
+        let moved = bans.migrate()?;
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "single-address bans moved from the LPM tries to the exact maps"
+            );
+        }
         Ok(XdpProgram {
             allow: Tries::take(
                 &mut ebpf,
@@ -528,17 +615,20 @@ impl super::Counters for CounterMap {
 /// The bans in the maps pinned under `dir`, read without loading the program: how the
 /// ledger checks (tests, `pbxguard` tooling) see what the kernel enforces.
 pub fn pinned_bans(dir: &Path) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
-    let open = |name: &str| -> Result<aya::maps::Map, EnforceError> {
-        let data = MapData::from_pin(map_pin_path(dir, name))?;
-        Ok(aya::maps::Map::LpmTrie(data))
+    let open = |name: &str| -> Result<MapData, EnforceError> {
+        Ok(MapData::from_pin(map_pin_path(dir, name))?)
     };
-    let tries = Tries::<BanEntry> {
-        v4: LpmTrie::try_from(open(maps::BAN_V4)?)?,
-        v6: LpmTrie::try_from(open(maps::BAN_V6)?)?,
-        names: [maps::BAN_V4, maps::BAN_V6],
-        capacity: 0,
+    let bans = BanMaps {
+        exact4: aya::maps::HashMap::try_from(aya::maps::Map::HashMap(open(maps::BAN_EXACT_V4)?))?,
+        exact6: aya::maps::HashMap::try_from(aya::maps::Map::HashMap(open(maps::BAN_EXACT_V6)?))?,
+        tries: Tries::<BanEntry> {
+            v4: LpmTrie::try_from(aya::maps::Map::LpmTrie(open(maps::BAN_V4)?))?,
+            v6: LpmTrie::try_from(aya::maps::Map::LpmTrie(open(maps::BAN_V6)?))?,
+            names: [maps::BAN_V4, maps::BAN_V6],
+            capacity: 0,
+        },
     };
-    tries.entries()
+    bans.entries()
 }
 
 /// A pinned ban map keeps the size it was created with; say so when the config differs.
