@@ -120,6 +120,8 @@ fn main() -> anyhow::Result<()> {
             let work = std::env::temp_dir().join("pbxguard-bench");
             std::fs::create_dir_all(&work)?;
             bench::matcher(&release_bin(), &work)?;
+            println!();
+            example(&["xdp_cost"])?;
             println!("\n== time to ban");
             let bin = release_bin().display().to_string();
             example(&["time_to_ban", "--", &bin])?;
