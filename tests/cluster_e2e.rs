@@ -10,7 +10,7 @@ mod testenv;
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use pbxguard_lab::fleet::{Hub, NATS_PORT, NatsServer};
@@ -62,20 +62,6 @@ fn nats(hub: &Hub, dir: &Path) -> NatsServer {
     NatsServer::start(hub, &dir.join("nats"))
 }
 
-/// Waits (bounded) until `done`, showing the daemon's log on failure.
-fn wait_until(daemon: &Daemon, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; status: {}\n{}",
-            daemon.json(&["status"]),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn ban_of(daemon: &Daemon, net: &str) -> Option<serde_json::Value> {
     daemon
         .json(&["bans", "list"])
@@ -87,13 +73,13 @@ fn ban_of(daemon: &Daemon, net: &str) -> Option<serde_json::Value> {
 }
 
 fn wait_for_peer_ban(daemon: &Daemon, net: &str, from: &str, limit: Duration) {
-    wait_until(daemon, &format!("{net} from {from}"), limit, || {
+    testenv::wait_until_within(daemon, &format!("{net} from {from}"), limit, || {
         ban_of(daemon, net).is_some_and(|b| b["source"] == format!("peer:{from}"))
     });
 }
 
 fn wait_unbanned(daemon: &Daemon, net: &str) {
-    wait_until(
+    testenv::wait_until_within(
         daemon,
         &format!("{net} lifted"),
         Duration::from_secs(30),
@@ -177,7 +163,7 @@ fn a_node_joining_later_gets_every_active_ban_and_expiry_needs_no_message() {
         .cli_ok(&["bans", "add", "192.0.2.99", "--for", "2s"]);
     a.daemon
         .cli_ok(&["bans", "add", "192.0.2.50", "--for", "12s"]);
-    wait_until(
+    testenv::wait_until_within(
         &a.daemon,
         "5 bans published",
         Duration::from_secs(30),
@@ -223,12 +209,12 @@ fn bans_made_while_nats_is_down_reach_every_peer_when_it_returns() {
     let b = node(&hub, "pbx-b", "xdp", "");
     let c = node(&hub, "pbx-c", "nft", "");
     for n in [&a, &b, &c] {
-        wait_until(&n.daemon, "connected", Duration::from_secs(30), || {
+        testenv::wait_until_within(&n.daemon, "connected", Duration::from_secs(30), || {
             cluster(&n.daemon)["connected"] == true
         });
     }
     server.kill();
-    wait_until(&a.daemon, "A to notice", Duration::from_secs(60), || {
+    testenv::wait_until_within(&a.daemon, "A to notice", Duration::from_secs(60), || {
         cluster(&a.daemon)["connected"] == false
     });
     for _ in 0..3 {
@@ -499,7 +485,7 @@ fn credentials_and_tls_are_used_and_a_refused_login_leaves_local_protection_alon
     }
     wait_for_peer_ban(&c.daemon, &attacker(), "pbx-a", Duration::from_secs(30));
     assert_eq!(v4(&c.lab), [0, N]);
-    wait_until(
+    testenv::wait_until_within(
         &b.daemon,
         "B's refused login in status",
         Duration::from_secs(30),

@@ -10,7 +10,7 @@ mod testenv;
 use std::{
     io::Write as _,
     net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use testenv::{
@@ -35,19 +35,6 @@ fn send_udp(lab: &Lab, from: Ipv4Addr, user_agent: &str, call: usize) {
         let socket = UdpSocket::bind((from, 0)).unwrap();
         socket.send_to(payload.as_bytes(), (PBX, 5060)).unwrap();
     });
-}
-
-/// Waits (bounded) until `what` holds, with the daemon's log in the failure message.
-fn wait_until(daemon: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn status_num(daemon: &Daemon, key: &str) -> u64 {
@@ -84,7 +71,7 @@ fn a_strangers_udp_scanner_is_dropped_at_once_and_banned_at_the_third_hit() {
     let listener = lab.listen(IpAddr::V4(PBX), 5060);
     for hit in 1..=2u64 {
         send_udp(&lab, ATTACKER, "friendly-scanner", hit as usize);
-        wait_until(&daemon, "the hit to be counted", || {
+        testenv::wait_until(&daemon, "the hit to be counted", || {
             daemon.log_text().matches("failure counted").count() as u64 == hit
         });
         assert_eq!(daemon.packets("sip_scanner"), hit);
@@ -152,13 +139,13 @@ fn a_forged_tcp_segment_without_a_connection_is_dropped_but_never_bans() {
         })
         .collect();
     send_raw(&lab.outside, "wan0", frames);
-    wait_until(&daemon, "the forged segments to be dropped", || {
+    testenv::wait_until(&daemon, "the forged segments to be dropped", || {
         daemon.packets("sip_scanner") == 5
     });
     // Ring events keep their order: once this UDP hit is counted, any event of the forged
     // segments would have been handled before it.
     send_udp(&lab, ATTACKER, "friendly-scanner", 9);
-    wait_until(&daemon, "the UDP hit to be counted", || {
+    testenv::wait_until(&daemon, "the UDP hit to be counted", || {
         daemon.log_text().contains("failure counted")
     });
     assert_eq!(daemon.log_text().matches("failure counted").count(), 1);
@@ -180,7 +167,7 @@ fn a_known_phone_is_only_banned_by_proven_failures(backend: &str) {
     let log = daemon.log_file("full");
     daemon.launch(&[]);
     append(&log, &registered(PHONE));
-    wait_until(&daemon, "the phone to be known", || {
+    testenv::wait_until(&daemon, "the phone to be known", || {
         status_num(&daemon, "known") == 1
     });
     let mut ignored = 0;
@@ -196,7 +183,7 @@ fn a_known_phone_is_only_banned_by_proven_failures(backend: &str) {
             }
             ignored += 5;
         }
-        wait_until(&daemon, "spoofable evidence to be ignored", || {
+        testenv::wait_until(&daemon, "spoofable evidence to be ignored", || {
             status_num(&daemon, "ignored_spoofable") == ignored
         });
         assert!(bans(&daemon).is_empty(), "{:?}", bans(&daemon));
@@ -207,7 +194,7 @@ fn a_known_phone_is_only_banned_by_proven_failures(backend: &str) {
         drop(listener);
         if round == 0 {
             // Known survives a restart (state_dir/known.json).
-            wait_until(&daemon, "known.json", || {
+            testenv::wait_until(&daemon, "known.json", || {
                 daemon.dir.path().join("state/known.json").exists()
             });
             daemon.terminate();
@@ -221,7 +208,7 @@ fn a_known_phone_is_only_banned_by_proven_failures(backend: &str) {
         // flood events are spoofable evidence, and the known phone is not banned.
         let before = status_num(&daemon, "ignored_spoofable");
         lab.send(IpAddr::V4(PHONE), IpAddr::V4(PBX), 5060, 600);
-        wait_until(&daemon, "the forged flood to be ignored", || {
+        testenv::wait_until(&daemon, "the forged flood to be ignored", || {
             status_num(&daemon, "ignored_spoofable") > before
         });
         assert!(daemon.packets("sip_flood") > 0);

@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use pbxguard_lab::{
@@ -26,19 +26,6 @@ use testenv::{ATTACKER, Daemon, Lab, N, PBX, PHONE};
 const LISTED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 99);
 /// Listed only by the APIBAN feed.
 const APIBANNED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 98);
-
-fn wait_until(daemon: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; status: {}\n{}",
-            daemon.json(&["status"]),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn feed(daemon: &Daemon, name: &str) -> serde_json::Value {
     daemon.json(&["status"])["feeds"]
@@ -134,7 +121,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
     std::fs::write(&daemon.config, config).unwrap();
     daemon.launch(&[]);
 
-    wait_until(&daemon, "the feeds loaded", || {
+    testenv::wait_until(&daemon, "the feeds loaded", || {
         feed(&daemon, "firehol")["entries"] == 2 && feed(&daemon, "spamhaus")["entries"] == 1
     });
     let firehol = feed(&daemon, "firehol");
@@ -146,7 +133,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
         examples.contains("0.0.0.0/0") && examples.contains("10.77.0.0/24"),
         "{examples}"
     );
-    wait_until(&daemon, "the big and the cut download refused", || {
+    testenv::wait_until(&daemon, "the big and the cut download refused", || {
         feed(&daemon, "big")["last_error"].is_string()
             && feed(&daemon, "cut")["last_error"].is_string()
     });
@@ -168,7 +155,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
         "nothing from a cut download"
     );
 
-    wait_until(&daemon, "the APIBAN pages", || {
+    testenv::wait_until(&daemon, "the APIBAN pages", || {
         feed(&daemon, "apiban")["entries"] == 2
     });
     let apiban = feed(&daemon, "apiban");
@@ -214,7 +201,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
     for round in 0..5 {
         let extra = format!("192.0.2.{round}/32 ; SBL10{round}\n203.0.113.{round}\n");
         write_atomically(&drop_file, &drop_list(&extra));
-        wait_until(&daemon, "the file feed re-read", || {
+        testenv::wait_until(&daemon, "the file feed re-read", || {
             feed(&daemon, "spamhaus")["entries"] == 3
                 && daemon.json(&["explain", &format!("192.0.2.{round}")])["feeds"]
                     == serde_json::json!(["spamhaus"])
@@ -232,7 +219,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
         &drop_file,
         "; Spamhaus DROP List, now without it\n192.0.2.77/32 ; SBL9\n",
     );
-    wait_until(&daemon, "LISTED removed", || {
+    testenv::wait_until(&daemon, "LISTED removed", || {
         daemon.json(&["explain", &LISTED.to_string()])["feeds"] == serde_json::json!([])
     });
     assert_eq!(delivered(&lab, &[LISTED, ATTACKER]), [N, 0]);
@@ -241,7 +228,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
     // says why it is not fresh. Before that, an unchanged feed costs a 304.
     daemon.terminate();
     daemon.launch(&[]);
-    wait_until(&daemon, "the 304", || {
+    testenv::wait_until(&daemon, "the 304", || {
         server.requests().iter().any(|(path, status, etag)| {
             path == "/firehol.netset" && *status == 304 && etag.as_deref() == Some("\"v1\"")
         })
@@ -253,7 +240,7 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
     );
     daemon.terminate();
     daemon.launch(&[]);
-    wait_until(&daemon, "the failed refresh", || {
+    testenv::wait_until(&daemon, "the failed refresh", || {
         feed(&daemon, "firehol")["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("503"))
@@ -309,7 +296,7 @@ fn crowdsec_decisions_are_enforced_lifted_and_survive_lapi_restarts(backend: &st
     lapi.cscli(&["decisions", "add", "-i", &PBX.to_string(), "-d", "1h"]);
     lapi.cscli(&["decisions", "add", "-r", "198.51.100.0/24", "-d", "2h"]);
     daemon.wait_for_ban("198.51.100.0/24");
-    wait_until(&daemon, "the refusal counted", || {
+    testenv::wait_until(&daemon, "the refusal counted", || {
         daemon.json(&["status"])["crowdsec"]["refused"].as_u64() >= Some(1)
     });
     assert!(
@@ -322,7 +309,7 @@ fn crowdsec_decisions_are_enforced_lifted_and_survive_lapi_restarts(backend: &st
     );
 
     lapi.cscli(&["decisions", "delete", "-i", &ATTACKER.to_string()]);
-    wait_until(&daemon, "the attacker lifted", || {
+    testenv::wait_until(&daemon, "the attacker lifted", || {
         daemon
             .json(&["bans", "list"])
             .as_array()
@@ -334,7 +321,7 @@ fn crowdsec_decisions_are_enforced_lifted_and_survive_lapi_restarts(backend: &st
 
     // The LAPI goes away: nothing enforced is lost, status says so; it comes back: resync.
     lapi.stop();
-    wait_until(&daemon, "the outage noticed", || {
+    testenv::wait_until(&daemon, "the outage noticed", || {
         daemon.json(&["status"])["crowdsec"]["connected"] == false
     });
     daemon.wait_for_ban("198.51.100.0/24");
@@ -348,7 +335,7 @@ fn crowdsec_decisions_are_enforced_lifted_and_survive_lapi_restarts(backend: &st
     // A restart of pbxguard keeps them too (journal) and the startup pull agrees.
     daemon.terminate();
     daemon.launch(&[]);
-    wait_until(&daemon, "the startup pull", || {
+    testenv::wait_until(&daemon, "the startup pull", || {
         daemon.json(&["status"])["crowdsec"]["connected"] == true
     });
     let nets: Vec<String> = daemon

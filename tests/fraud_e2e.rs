@@ -13,7 +13,6 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
 };
 
 use chrono::{NaiveDateTime, TimeDelta};
@@ -126,18 +125,6 @@ fn start(lab: &Lab, backend: &str, extra: &str) -> (Daemon, PathBuf, PathBuf, Pa
     (daemon, log, cdr, out)
 }
 
-fn wait_until(daemon: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn fraud_status(daemon: &Daemon) -> serde_json::Value {
     daemon.json(&["fraud", "status"])
 }
@@ -149,7 +136,7 @@ fn a_fraud_night_bans_where_the_extension_registered_from(backend: &str) {
     // 101 is compromised (the attacker registered it); 102 is the allowlisted office phone.
     append(&log, &registered("101", ATTACKER));
     append(&log, &registered("102", PHONE));
-    wait_until(&daemon, "two registrations", || {
+    testenv::wait_until(&daemon, "two registrations", || {
         daemon.json(&["status"])["registrations"] == 2
     });
 
@@ -157,7 +144,7 @@ fn a_fraud_night_bans_where_the_extension_registered_from(backend: &str) {
     let day = business_day();
     let day_rows = day.lines().count() as u64;
     append(&cdr, &day);
-    wait_until(&daemon, "the business day read", || {
+    testenv::wait_until(&daemon, "the business day read", || {
         fraud_status(&daemon)["sources"][0]["rows"] == day_rows
     });
     let status = fraud_status(&daemon);
@@ -184,7 +171,7 @@ fn a_fraud_night_bans_where_the_extension_registered_from(backend: &str) {
         [0, N],
         "the attacker is dropped, the phone passes"
     );
-    wait_until(&daemon, "the high-risk burst counted", || {
+    testenv::wait_until(&daemon, "the high-risk burst counted", || {
         fraud_status(&daemon)["hits"]["high_risk_rate"] == 1
     });
     let hooks = std::fs::read_to_string(&hook).unwrap();
@@ -202,7 +189,7 @@ fn a_fraud_night_bans_where_the_extension_registered_from(backend: &str) {
 
     // The allowlisted phone's account places an off-hours call to Cuba: alert, no ban.
     append(&cdr, &fraud_night("102", 1));
-    wait_until(&daemon, "the phone's hit", || {
+    testenv::wait_until(&daemon, "the phone's hit", || {
         std::fs::read_to_string(&hook)
             .unwrap()
             .lines()
@@ -225,7 +212,7 @@ fn a_fraud_night_bans_where_the_extension_registered_from(backend: &str) {
     let hits_before = fraud_status(&daemon)["hits"].clone();
     daemon.terminate();
     daemon.launch(&[]);
-    wait_until(&daemon, "the fraud report after restart", || {
+    testenv::wait_until(&daemon, "the fraud report after restart", || {
         daemon.cli(&["fraud", "status", "--json"]).status.success()
     });
     let status = fraud_status(&daemon);

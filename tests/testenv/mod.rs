@@ -91,6 +91,31 @@ pub fn sipp_registers(lab: &Lab, dir: &Path, from: std::net::Ipv4Addr, count: us
     );
 }
 
+/// Waits (bounded, 30 s) until `done` holds; on time-out fails with the daemon's status and
+/// log.
+pub fn wait_until(daemon: &Daemon, what: &str, done: impl FnMut() -> bool) {
+    wait_until_within(daemon, what, Duration::from_secs(30), done)
+}
+
+/// [`wait_until`] with its own bound (a NATS restart's backoff, say).
+pub fn wait_until_within(
+    daemon: &Daemon,
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {}\n{}",
+            String::from_utf8_lossy(&daemon.cli(&["status", "--json"]).stdout),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Appends `text` to a followed log, as the PBX would write it.
 pub fn append(log: &Path, text: &str) {
     use std::io::Write as _;

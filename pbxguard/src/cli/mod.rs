@@ -277,22 +277,11 @@ pub fn main(cli: Cli) -> Exit {
                     return Exit::Failure;
                 }
             };
-            let stdout = std::io::stdout();
-            let mut lock = std::io::BufWriter::new(stdout.lock());
-            let out: Option<&mut dyn std::io::Write> = if json { Some(&mut lock) } else { None };
-            match test_log::run(&file, &specs, out) {
-                Ok(summary) => {
-                    drop(lock);
-                    if !json {
-                        print!("{}", test_log::render(&summary));
-                    }
-                    Exit::Success
-                }
-                Err(e) => {
-                    eprintln!("pbxguard: {e}");
-                    Exit::Failure
-                }
-            }
+            offline_report(
+                json,
+                |out| test_log::run(&file, &specs, out),
+                test_log::render,
+            )
         }
         Command::Top => top::run(socket_path(&cli.config, cli.socket), &cli.config),
         Command::TestCdr { file, format, json } => test_cdr(&cli.config, &file, format, json),
@@ -397,14 +386,28 @@ fn test_cdr(config_path: &Path, file: &Path, format: Option<String>, json: bool)
             return Exit::Failure;
         }
     };
+    offline_report(
+        json,
+        |out| test_cdr::run(&config, &source, file, out),
+        test_cdr::render,
+    )
+}
+
+/// Runs an offline check (`test-log`, `test-cdr`): with `json` each hit is written as a JSON
+/// line while it runs; otherwise the summary is printed at the end.
+fn offline_report<S, E: std::fmt::Display>(
+    json: bool,
+    run: impl FnOnce(Option<&mut dyn std::io::Write>) -> Result<S, E>,
+    render: impl Fn(&S) -> String,
+) -> Exit {
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     let out: Option<&mut dyn std::io::Write> = if json { Some(&mut lock) } else { None };
-    match test_cdr::run(&config, &source, file, out) {
+    match run(out) {
         Ok(summary) => {
             drop(lock);
             if !json {
-                print!("{}", test_cdr::render(&summary));
+                print!("{}", render(&summary));
             }
             Exit::Success
         }
