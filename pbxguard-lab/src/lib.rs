@@ -17,6 +17,7 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod bench_json;
 pub mod crowdsec;
 pub mod fleet;
 pub mod geolite2;

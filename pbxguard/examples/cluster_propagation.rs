@@ -158,6 +158,11 @@ fn propagation(binary: &str, hub: &Hub, bans: usize) -> anyhow::Result<()> {
     println!(
         "propagation ({bans} bans, bans add on A -> entry in B's XDP map): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
+    pbxguard_lab::bench_json::record_all(&[
+        ("cluster.propagation_ms.p50", p50),
+        ("cluster.propagation_ms.p99", p99),
+        ("cluster.propagation_ms.max", max),
+    ]);
     Ok(())
 }
 
@@ -222,6 +227,11 @@ fn replay(binary: &str, hub: &Hub, count: usize) -> anyhow::Result<()> {
         all.as_secs_f64(),
         count as f64 / all.as_secs_f64()
     );
+    pbxguard_lab::bench_json::record_all(&[
+        ("cluster.replay_s", all.as_secs_f64()),
+        ("cluster.replay_ready_s", ready.as_secs_f64()),
+        ("cluster.replay_bans", count as f64),
+    ]);
     Ok(())
 }
 

@@ -16,7 +16,10 @@ use pbxguard::{
     config::Config,
     enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
 };
-use pbxguard_lab::{ATTACKER, INSIDE_IF, Lab, PBX};
+use pbxguard_lab::{
+    ATTACKER, INSIDE_IF, Lab, PBX,
+    bench_json::{record, record_all},
+};
 
 const FLOOD: Duration = Duration::from_secs(3);
 
@@ -140,6 +143,16 @@ fn main() -> anyhow::Result<()> {
         let (rate2, busy2) = flood(&lab, enforcer.as_ref(), &conf);
         for (bans, rate, busy, add) in [(1, rate1, busy1, None), (100_000, rate2, busy2, Some(add))]
         {
+            record_all(&[
+                (&format!("drop_rate_pps.{backend}.{bans}"), rate),
+                (
+                    &format!("drop_rate_pps_per_core.{backend}.{bans}"),
+                    rate / busy.max(0.01),
+                ),
+            ]);
+            if let Some(add) = add {
+                record(&format!("add_bans_s.{backend}.{bans}"), add.as_secs_f64());
+            }
             let add = add
                 .map(|d| format!("{:.2} s", d.as_secs_f64()))
                 .unwrap_or_default();
@@ -258,7 +271,15 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
         "{:<40} {:>14} {:>11} {:>14}",
         "case", "dropped pkt/s", "busy cores", "pkt/s per core"
     );
-    let row = |name: &str, (rate, busy): (f64, f64)| {
+    // `key` names the row in the JSON (see `cargo xtask bench --json`).
+    let row = |name: &str, key: &str, (rate, busy): (f64, f64)| {
+        record_all(&[
+            (&format!("perimeter_pps.{key}"), rate),
+            (
+                &format!("perimeter_pps_per_core.{key}"),
+                rate / busy.max(0.01),
+            ),
+        ]);
         println!(
             "{name:<40} {rate:>14.0} {busy:>11.2} {:>14.0}",
             rate / busy.max(0.01)
@@ -267,6 +288,7 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
     xdp.ban(attacker, None)?;
     row(
         "banned source, no other rules",
+        "banned",
         flood_counting(lab, &xdp, &banned, "banned"),
     );
     xdp.unban(attacker)?;
@@ -277,6 +299,7 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
     let load = started.elapsed();
     row(
         "geo-blocked source, full geo set",
+        "geo_blocked",
         flood_counting(lab, &xdp, &banned, "geo_blocked"),
     );
     xdp.set_geo(&geo)?;
@@ -294,6 +317,7 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
     xdp.set_perimeter(&perimeter)?;
     row(
         "scanner User-Agent, every rule loaded",
+        "sip_scanner",
         flood_counting(lab, &xdp, &scan, "sip_scanner"),
     );
     println!(
@@ -302,6 +326,14 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
         load.as_secs_f64(),
         map_memory("GEO_") as f64 / (1024.0 * 1024.0)
     );
+    record_all(&[
+        ("geo_set.networks", geo.len() as f64),
+        ("geo_set.load_s", load.as_secs_f64()),
+        (
+            "geo_set.map_mib",
+            map_memory("GEO_") as f64 / (1024.0 * 1024.0),
+        ),
+    ]);
     xdp.shutdown(true)?;
     Ok(())
 }
@@ -332,6 +364,20 @@ fn feed_rows(lab: &Lab, config: &Config, conf: &Path) -> anyhow::Result<()> {
         enforcer.set_blocklist(&want)?;
         let load = started.elapsed();
         let (rate, busy) = flood_counting(lab, enforcer.as_ref(), conf, "blocklisted");
+        record_all(&[
+            (&format!("feed.{backend}.load_s"), load.as_secs_f64()),
+            (&format!("feed.{backend}.pps"), rate),
+            (
+                &format!("feed.{backend}.pps_per_core"),
+                rate / busy.max(0.01),
+            ),
+        ]);
+        if backend == "xdp" {
+            record(
+                "feed.xdp.map_mib",
+                map_memory("BLOCK_") as f64 / (1024.0 * 1024.0),
+            );
+        }
         let memory = if backend == "xdp" {
             format!("{:.1} MiB", map_memory("BLOCK_") as f64 / (1024.0 * 1024.0))
         } else {

@@ -84,5 +84,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "time to ban ({bans} bans, line appended -> entry in the XDP map): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
+    pbxguard_lab::bench_json::record_all(&[
+        ("time_to_ban_ms.pbxguard_xdp_map.p50", p50),
+        ("time_to_ban_ms.pbxguard_xdp_map.p99", p99),
+        ("time_to_ban_ms.pbxguard_xdp_map.max", max),
+        ("time_to_ban_ms.pbxguard_xdp_map.bans", bans as f64),
+    ]);
     Ok(())
 }

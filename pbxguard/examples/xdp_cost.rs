@@ -193,6 +193,16 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{count:>9} {banned_v4:>9.0} ns {banned_v6:>9.0} ns {no_match:>9.0} ns {sip:>9.0} ns {cold4:>11.0} ns {cold6:>11.0} ns"
         );
+        let key = |case: &str| format!("xdp_ns_per_packet.{case}.{count}");
+        let cold_key = |case: &str| format!("xdp_ns_per_packet_cold.{case}.{count}");
+        pbxguard_lab::bench_json::record_all(&[
+            (&key("banned_v4"), banned_v4),
+            (&key("banned_v6"), banned_v6),
+            (&key("no_match"), no_match),
+            (&key("sip_no_match"), sip),
+            (&cold_key("banned_v4"), cold4),
+            (&cold_key("banned_v6"), cold6),
+        ]);
         json.push((count, banned_v4, banned_v6, no_match, sip, cold4, cold6));
     }
     let first = json.first().expect("rows");
@@ -226,5 +236,9 @@ fn main() -> anyhow::Result<()> {
     println!(
         "allowlisted: {allowlisted:.0} ns; geo-blocked with 300,000 /24s loaded: {geo_blocked:.0} ns"
     );
+    pbxguard_lab::bench_json::record_all(&[
+        ("xdp_ns_per_packet.allowlisted.1", allowlisted),
+        ("xdp_ns_per_packet.geo_blocked.1", geo_blocked),
+    ]);
     Ok(())
 }

@@ -8,6 +8,14 @@
 //! 3. Drop rate of the XDP and nftables backends under a trafgen flood, with 1 and 100,000
 //!    bans, and the cost of adding 100,000 bans; then the XDP perimeter rules with a real geo
 //!    set from the GeoLite2-City that `setup` installs (the `drop_rate` example).
+//! 4. pbxguard and `fail2ban-server` side by side: time to ban and the CPU cost of following
+//!    a busy log (the `fail2ban_daemon` example).
+//! 5. What one packet costs in the XDP program (`xdp_cost`), and ban propagation and replay
+//!    in a NATS JetStream cluster (`cluster_propagation`).
+//!
+//! With `--json FILE` every figure is also merged into FILE (see `pbxguard_lab::bench_json`;
+//! the examples find it in `PBXGUARD_BENCH_JSON`), and with `--plots DIR` charts of it are
+//! drawn afterwards (`plots.rs`; docs/benchmarks.md lists the keys).
 
 use std::{
     io::Write as _,
@@ -17,6 +25,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use pbxguard_lab::bench_json;
 
 /// Lines in the generated log.
 pub const LINES: usize = 1_000_000;
@@ -128,8 +137,93 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(f64, String)> {
     ))
 }
 
-/// Matcher throughput, pbxguard against fail2ban-regex on the same file.
-pub fn matcher(pbxguard: &Path, work: &Path) -> anyhow::Result<()> {
+/// Every benchmark in turn with the release `pbxguard` binary. `json`: keep the figures in
+/// that file (replaced); `plots`: draw charts of them into that directory afterwards (from
+/// `json`, or from a file in the work directory when no `json` was given).
+pub fn run(pbxguard: &Path, json: Option<&Path>, plots: Option<&Path>) -> anyhow::Result<()> {
+    let work = std::env::temp_dir().join("pbxguard-bench");
+    std::fs::create_dir_all(&work)?;
+    let json = match (json, plots) {
+        (Some(path), _) => Some(std::path::absolute(path)?),
+        (None, Some(_)) => Some(work.join("bench.json")),
+        (None, None) => None,
+    };
+    if let Some(path) = &json {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let json = json.as_deref();
+    matcher(pbxguard, &work, json)?;
+    println!();
+    example(&["xdp_cost"], json)?;
+    println!("\n== time to ban");
+    let bin = pbxguard.display().to_string();
+    example(&["time_to_ban", "--", &bin], json)?;
+    println!("\n== pbxguard and fail2ban-server side by side");
+    example(&["fail2ban_daemon", "--", &bin], json)?;
+    println!();
+    example(&["drop_rate"], json)?;
+    println!();
+    example(&["cpu_per_packet"], json)?;
+    println!("\n== cluster (NATS JetStream)");
+    example(&["cluster_propagation", "--", &bin], json)?;
+    if let Some(path) = json {
+        println!("\nfigures: {}", path.display());
+        if let Some(dir) = plots {
+            for png in crate::plots::render(path, dir)? {
+                println!("plot: {}", png.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one of pbxguard's examples (the benchmarks) in release mode, telling it where to
+/// record its figures when there is a JSON file.
+fn example(args: &[&str], json: Option<&Path>) -> anyhow::Result<()> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["run", "--release", "-q", "-p", "pbxguard", "--example"])
+        .args(args);
+    match json {
+        Some(path) => cmd.env(bench_json::ENV, path),
+        None => cmd.env_remove(bench_json::ENV),
+    };
+    crate::run(&mut cmd)
+}
+
+/// The count after `word` in `pbxguard test-log`'s `matched:           50025` line.
+fn count_after(output: &str, word: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with(word))?;
+    line[word.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The count before ` matched` in fail2ban-regex's
+/// `Lines: 1000000 lines, 0 ignored, 50025 matched, 949975 missed` line.
+fn count_before_matched(line: &str) -> Option<f64> {
+    line.split(',')
+        .find_map(|part| part.trim().strip_suffix(" matched"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Matcher throughput, pbxguard against fail2ban-regex on the same file; the figures go to
+/// `json` too when given (`matcher.*`).
+pub fn matcher(pbxguard: &Path, work: &Path, json: Option<&Path>) -> anyhow::Result<()> {
+    let record = |entries: &[(&str, f64)]| -> anyhow::Result<()> {
+        if let Some(path) = json {
+            bench_json::record_to(path, entries)
+                .with_context(|| format!("recording in {}", path.display()))?;
+        }
+        Ok(())
+    };
     let log = work.join("asterisk-full.log");
     let attacks = generate_asterisk_log(&log, LINES)?;
     println!(
@@ -148,6 +242,15 @@ pub fn matcher(pbxguard: &Path, work: &Path) -> anyhow::Result<()> {
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (ours, output) = runs.swap_remove(1);
+    record(&[
+        ("matcher.lines", LINES as f64),
+        ("matcher.attack_lines", attacks as f64),
+        ("matcher.pbxguard_lines_per_s", LINES as f64 / ours),
+        (
+            "matcher.pbxguard_matched",
+            count_after(&output, "matched:").unwrap_or(f64::NAN),
+        ),
+    ])?;
     let matched = output
         .lines()
         .find(|l| l.starts_with("matched:"))
@@ -173,6 +276,27 @@ pub fn matcher(pbxguard: &Path, work: &Path) -> anyhow::Result<()> {
         "fail2ban-regex:     {:>12.0} lines/s  ({theirs:.2} s, {matched})",
         LINES as f64 / theirs
     );
+    record(&[
+        ("matcher.fail2ban_regex_lines_per_s", LINES as f64 / theirs),
+        (
+            "matcher.fail2ban_matched",
+            count_before_matched(&matched).unwrap_or(f64::NAN),
+        ),
+    ])?;
     println!("ratio:              {:>12.1}x faster", theirs / ours);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_counts_are_read_from_both_tools() {
+        let ours = "lines read:        1000000\nmatched:           50025\ndistinct sources:  9\n";
+        assert_eq!(count_after(ours, "matched:"), Some(50025.0));
+        let theirs = "Lines: 1000000 lines, 0 ignored, 50025 matched, 949975 missed";
+        assert_eq!(count_before_matched(theirs), Some(50025.0));
+        assert_eq!(count_before_matched("Lines: ?"), None);
+    }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod deb;
 mod demo;
 mod install;
+mod plots;
 mod setup;
 
 use std::{
@@ -41,8 +42,19 @@ enum Task {
     /// Formatting and clippy only.
     Lint,
     /// Benchmarks: programs that print numbers (matcher vs fail2ban-regex, time to ban,
-    /// XDP and nftables drop rates).
-    Bench,
+    /// XDP and nftables drop rates), optionally kept as JSON and drawn as PNG charts.
+    Bench {
+        /// Also record every figure in this JSON file (replaced), as nested objects
+        /// (docs/benchmarks.md lists the keys).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Draw PNG charts of the figures into this directory after the run.
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
+        /// Run nothing: draw --plots from this JSON file of an earlier run.
+        #[arg(long, value_name = "FILE", requires = "plots", conflicts_with = "json")]
+        from: Option<PathBuf>,
+    },
     /// Build the Debian package (binary, unit, conffile, completions, man page).
     Deb {
         /// Also install, upgrade and purge it on this machine, checking each step.
@@ -113,22 +125,26 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             lint()
         }
-        Task::Bench => {
+        Task::Bench {
+            plots: out,
+            from: Some(from),
+            ..
+        } => {
+            let dir = out.context("--from needs --plots DIR")?;
+            for png in plots::render(&from, &dir)? {
+                println!("plot: {}", png.display());
+            }
+            Ok(())
+        }
+        Task::Bench {
+            json,
+            plots,
+            from: None,
+        } => {
             setup::run()?;
             setup::bench_peers()?;
             build()?;
-            let work = std::env::temp_dir().join("pbxguard-bench");
-            std::fs::create_dir_all(&work)?;
-            bench::matcher(&release_bin(), &work)?;
-            println!();
-            example(&["xdp_cost"])?;
-            println!("\n== time to ban");
-            let bin = release_bin().display().to_string();
-            example(&["time_to_ban", "--", &bin])?;
-            println!();
-            example(&["drop_rate"])?;
-            println!("\n== cluster (NATS JetStream)");
-            example(&["cluster_propagation", "--", &bin])
+            bench::run(&release_bin(), json.as_deref(), plots.as_deref())
         }
         Task::Install { destdir } => {
             setup::run()?;
@@ -175,13 +191,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(Command::new(env!("CARGO")).args(args))
-}
-
-/// Runs one of pbxguard's examples (the benchmarks) in release mode.
-fn example(args: &[&str]) -> anyhow::Result<()> {
-    let mut full = vec!["run", "--release", "-q", "-p", "pbxguard", "--example"];
-    full.extend_from_slice(args);
-    cargo(&full)
 }
 
 fn build() -> anyhow::Result<()> {

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 /// perimeter tests must stop and `sip-tester` (sipp) the phone they must let through;
 /// `libmaxmind-db-writer-perl` builds the geo tests' databases; `kamailio` and `rsyslog` are
 /// the real PBX and syslog of `tests/kamailio_e2e.rs`; `nats-server` is the JetStream of
-/// `tests/cluster_e2e.rs` and the cluster benchmark).
+/// `tests/cluster_e2e.rs` and the cluster benchmark; `fonts-dejavu-core` holds the font the
+/// benchmark charts of `cargo xtask bench --plots` are drawn with).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -23,6 +24,7 @@ const APT_PACKAGES: &[&str] = &[
     "kamailio",
     "rsyslog",
     "nats-server",
+    "fonts-dejavu-core",
 ];
 /// The bpf-linker release verified against the pinned nightly (ARCHITECTURE.md, "Crate layout").
 const BPF_LINKER_VERSION: &str = "0.13.0";
