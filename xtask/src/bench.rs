@@ -248,13 +248,13 @@ pub fn matcher(pbxguard: &Path, work: &Path, json: Option<&Path>) -> anyhow::Res
         ("matcher.pbxguard_lines_per_s", LINES as f64 / ours),
         (
             "matcher.pbxguard_matched",
-            count_after(&output, "matched:").unwrap_or(f64::NAN),
+            count_after(&output, "failures:").unwrap_or(f64::NAN),
         ),
     ])?;
     let matched = output
         .lines()
-        .find(|l| l.starts_with("matched:"))
-        .unwrap_or("matched: ?")
+        .find(|l| l.starts_with("failures:"))
+        .unwrap_or("failures: ?")
         .to_string();
     println!(
         "pbxguard test-log:  {:>12.0} lines/s  ({ours:.2} s, {matched})",

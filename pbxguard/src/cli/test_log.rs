@@ -21,6 +21,8 @@ pub struct Summary {
     pub lines: u64,
     /// Lines that matched.
     pub matched: u64,
+    /// Of those, failure lines (what fail2ban counts); the rest are success lines.
+    pub failures: u64,
     /// Matches per (filter, rule).
     pub by_rule: BTreeMap<(String, String), u64>,
     /// Distinct source addresses.
@@ -72,6 +74,9 @@ impl Collector<'_> {
             return;
         };
         self.summary.matched += 1;
+        if hit.kind == crate::detect::Kind::Failure {
+            self.summary.failures += 1;
+        }
         self.sources.insert(hit.ip);
         *self
             .summary
@@ -144,8 +149,13 @@ pub fn render(summary: &Summary) -> String {
         0.0
     };
     let mut out = format!(
-        "lines read:        {}\nmatched:           {}\ndistinct sources:  {}\nspeed:             {:.0} lines/s ({:.3} s)\n",
-        summary.lines, summary.matched, summary.sources, rate, summary.seconds
+        "lines read:        {}\nmatched:           {}\nfailures:          {} (the rest are success lines)\ndistinct sources:  {}\nspeed:             {:.0} lines/s ({:.3} s)\n",
+        summary.lines,
+        summary.matched,
+        summary.failures,
+        summary.sources,
+        rate,
+        summary.seconds
     );
     if !summary.by_rule.is_empty() {
         let width = summary
