@@ -18,7 +18,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
 use pbxguard::{
     cluster::wire::{Wire, subject},
     control::{Request, request},
@@ -94,13 +93,10 @@ impl Node {
         Ok(())
     }
 
-    fn ban_map(&self) -> anyhow::Result<LpmTrie<MapData, [u8; 4], BanEntry>> {
-        let pin = self
-            .dir
-            .path()
-            .join("bpffs/maps")
-            .join(pbxguard_common::maps::BAN_V4);
-        Ok(LpmTrie::try_from(Map::LpmTrie(MapData::from_pin(pin)?))?)
+    fn ban_map(&self) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, [u8; 4], BanEntry>> {
+        Ok(pbxguard::enforce::program::pinned_exact_v4(
+            &self.dir.path().join("bpffs"),
+        )?)
     }
 }
 
@@ -134,7 +130,6 @@ fn propagation(binary: &str, hub: &Hub, bans: usize) -> anyhow::Result<()> {
     let mut samples = Vec::with_capacity(bans);
     for i in 0..bans {
         let ip = bench_address(i);
-        let key = Key::new(32, ip);
         let started = Instant::now();
         request(
             &a.socket(),
@@ -145,7 +140,7 @@ fn propagation(binary: &str, hub: &Hub, bans: usize) -> anyhow::Result<()> {
                 reason: None,
             },
         )?;
-        while trie.get(&key, 0).is_err() {
+        while trie.get(&ip, 0).is_err() {
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(30),
                 "ban {i} never reached B's map"

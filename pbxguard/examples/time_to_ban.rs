@@ -10,8 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
-use pbxguard_common::BanEntry;
 use pbxguard_lab::{INSIDE_IF, Lab};
 
 fn main() -> anyhow::Result<()> {
@@ -48,14 +46,13 @@ fn main() -> anyhow::Result<()> {
         .env("PBXGUARD_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    let pin = bpffs.join("maps").join(pbxguard_common::maps::BAN_V4);
+
     let deadline = Instant::now() + Duration::from_secs(30);
     while !dir.path().join("sock").exists() {
         anyhow::ensure!(Instant::now() < deadline, "daemon did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let map = Map::LpmTrie(MapData::from_pin(&pin)?);
-    let trie: LpmTrie<_, [u8; 4], BanEntry> = LpmTrie::try_from(map)?;
+    let trie = pbxguard::enforce::program::pinned_exact_v4(&bpffs)?;
     let mut file = std::fs::OpenOptions::new().append(true).open(&log)?;
     let mut samples = Vec::with_capacity(bans);
     for i in 0..bans {
@@ -65,10 +62,9 @@ fn main() -> anyhow::Result<()> {
             "[2026-11-26 11:03:53] NOTICE[1234] chan_sip.c: Registration from '\"100\" <sip:100@192.0.2.1>' failed for '{}.{}.{}.{}:5060' - Wrong password\n",
             ip[0], ip[1], ip[2], ip[3]
         );
-        let key = Key::new(32, ip);
         let started = Instant::now();
         file.write_all(line.as_bytes())?;
-        while trie.get(&key, 0).is_err() {
+        while trie.get(&ip, 0).is_err() {
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(10),
                 "ban {i} never reached the map"

@@ -140,9 +140,10 @@ fn install_missing(packages: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-/// What the benchmarks compare against (not needed to build or test).
+/// What the benchmarks compare against (not needed to build or test); `python3-pyinotify`
+/// is only recommended by `fail2ban`, and `fail2ban_daemon` runs its pyinotify backend.
 pub fn bench_peers() -> anyhow::Result<()> {
-    install_missing(&["fail2ban", "netsniff-ng"])
+    install_missing(&["fail2ban", "python3-pyinotify", "netsniff-ng"])
 }
 
 fn nightly() -> anyhow::Result<()> {

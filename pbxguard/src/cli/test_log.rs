@@ -150,12 +150,7 @@ pub fn render(summary: &Summary) -> String {
     };
     let mut out = format!(
         "lines read:        {}\nmatched:           {}\nfailures:          {} (the rest are success lines)\ndistinct sources:  {}\nspeed:             {:.0} lines/s ({:.3} s)\n",
-        summary.lines,
-        summary.matched,
-        summary.failures,
-        summary.sources,
-        rate,
-        summary.seconds
+        summary.lines, summary.matched, summary.failures, summary.sources, rate, summary.seconds
     );
     if !summary.by_rule.is_empty() {
         let width = summary

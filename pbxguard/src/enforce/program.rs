@@ -631,6 +631,15 @@ pub fn pinned_bans(dir: &Path) -> Result<Vec<(IpNet, BanEntry)>, EnforceError> {
     bans.entries()
 }
 
+/// The pinned exact map of single IPv4 bans under `dir`, for benchmarks that watch a ban
+/// arrive in the kernel.
+pub fn pinned_exact_v4(
+    dir: &Path,
+) -> Result<aya::maps::HashMap<MapData, [u8; 4], BanEntry>, EnforceError> {
+    let data = MapData::from_pin(map_pin_path(dir, maps::BAN_EXACT_V4))?;
+    Ok(aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))?)
+}
+
 /// A pinned ban map keeps the size it was created with; say so when the config differs.
 fn warn_if_resized(bans: &Tries<BanEntry>, configured: u32) {
     if let Ok(info) = aya::maps::IterableMap::map(&bans.v4).info()

@@ -189,6 +189,23 @@ impl FileFollower {
         }
     }
 
+    /// Reads what was appended to the open file, without looking at the path: the cheap
+    /// read after an inotify event that only reported new content. Returns bytes read; 0
+    /// says nothing was appended, and [`FileFollower::poll`] should look for a rotation or
+    /// truncation.
+    pub fn read_appended(&mut self, on_line: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+        match self.open.as_mut() {
+            Some((file, pos)) => read_to_end(
+                file,
+                &mut self.buf,
+                &mut self.splitter,
+                &mut pos.offset,
+                on_line,
+            ),
+            None => Ok(0),
+        }
+    }
+
     /// Reads everything new, following rotation and truncation. Returns bytes read.
     pub fn poll(&mut self, on_line: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
         let mut total = 0;
@@ -241,6 +258,10 @@ impl FileFollower {
 }
 
 /// Reads to EOF, feeding lines; `offset` advances over complete lines only.
+///
+/// A read that does not fill the buffer has reached the end of a regular file, so a busy
+/// log costs one `read` per wake-up, not a second one to see 0; what is appended after it
+/// raises a new inotify event. The position is counted, not asked for with `lseek`.
 fn read_to_end(
     file: &mut File,
     buf: &mut [u8],
@@ -249,6 +270,8 @@ fn read_to_end(
     on_line: &mut dyn FnMut(&[u8]),
 ) -> io::Result<u64> {
     let mut total = 0;
+    // Where the file position is: the last complete line plus the partial one held back.
+    let start = *offset + splitter.pending() as u64;
     loop {
         let n = match file.read(buf) {
             Ok(0) => break,
@@ -258,9 +281,12 @@ fn read_to_end(
         };
         splitter.feed(&buf[..n], on_line);
         total += n as u64;
+        if n < buf.len() {
+            break;
+        }
     }
     // Position after the last complete line: a restart re-reads a partial line whole.
-    *offset = file.stream_position()? - splitter.pending() as u64;
+    *offset = start + total - splitter.pending() as u64;
     Ok(total)
 }
 
@@ -497,6 +523,26 @@ mod tests {
             assert_eq!(warnings.len(), 1, "{name}: {text}");
             assert!(warnings[0].contains(&format!("it is {kind}")), "{text}");
         }
+    }
+
+    #[test]
+    fn counted_position_matches_the_file_over_many_chunks() {
+        let log = Log::new();
+        log.append("full", "");
+        let (mut f, _) = start(&log.path("full"), None, Start::End);
+        // Several full 64 KiB reads, then a short one ending in a partial line.
+        let body: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        log.append("full", &body);
+        log.append("full", "partial");
+        assert_eq!(poll(&mut f).len(), 20_000);
+        let len = std::fs::metadata(log.path("full")).unwrap().len();
+        assert_eq!(f.position().unwrap().offset, len - "partial".len() as u64);
+        log.append("full", " line\n");
+        assert_eq!(poll(&mut f), ["partial line"]);
+        assert_eq!(
+            f.position().unwrap().offset,
+            std::fs::metadata(log.path("full")).unwrap().len()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Log sources: files followed with inotify (via `notify`) and systemd journal units, each
+//! Log sources: files followed with inotify and systemd journal units, each
 //! on its own thread, turning matching lines into [`Event`]s for the engine.
 //!
 //! inotify wakes a source when its directory changes; a slow safety re-check (every few
@@ -18,13 +18,11 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::RecvTimeoutError,
     },
     thread::JoinHandle,
     time::{Duration, SystemTime},
 };
 
-use notify::{RecursiveMode, Watcher as _};
 use serde::Serialize;
 use tokio::sync::mpsc::Sender;
 
@@ -348,6 +346,139 @@ fn split_path(path: &Path) -> (PathBuf, Option<glob::Pattern>, PathBuf) {
     (dir, pattern, path.to_path_buf())
 }
 
+/// After a wake-up has been handled, how long the follower lets a writer's next lines gather
+/// before it looks again: a steady writer then costs one wake-up and one read per pause
+/// instead of per line, and a line written while the log was quiet is still read at once (it
+/// waits at most this long only if it arrives right after another).
+const COALESCE: Duration = Duration::from_micros(200);
+
+/// The pause after a read that found several lines: the log is busy, and a longer pause
+/// gathers more lines per wake-up (still well under a millisecond).
+const COALESCE_BUSY: Duration = Duration::from_micros(500);
+
+/// What a watched directory reports: content changes (`IN_MODIFY`) and everything that can
+/// replace, remove or create a followed file, or the directory itself.
+const WATCH_MASK: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
+
+/// Size of an `inotify_event` header (wd, mask, cookie, len).
+const EVENT_HEADER: usize = 16;
+
+/// The follower's own inotify instance, read on the follower's thread: no helper thread
+/// woken per event and no channel hop, and a file's repeated `IN_MODIFY` events queued while
+/// the follower is busy or coalescing are merged by the kernel into one.
+struct Inotify {
+    fd: std::os::fd::OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Inotify {
+    fn new() -> std::io::Result<Inotify> {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain syscall; the returned descriptor is owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Inotify {
+            // SAFETY: `fd` is a fresh descriptor nothing else owns.
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+            // Room for many events with names (NAME_MAX 255) per read.
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    /// Watches directory `dir` (again: re-adding an existing watch is harmless).
+    fn watch(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: valid descriptor and NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), WATCH_MASK) };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for events and consumes every queued one. `None`: nothing came;
+    /// `Some(false)`: only file contents changed; `Some(true)`: something else changed (a
+    /// file created, moved, deleted, a watch gone, the queue overflowed), so the files are
+    /// looked for again. Events already queued (a busy log after the coalescing pause) are
+    /// read without a `poll`.
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<Option<bool>> {
+        use std::os::fd::AsRawFd as _;
+        if let Some(structural) = self.read_events()? {
+            return Ok(Some(structural));
+        }
+        let mut pollfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pollfd, 1, ms) };
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        if ready == 0 {
+            return Ok(None);
+        }
+        self.read_events()
+    }
+
+    /// Consumes every queued event without waiting (see [`Inotify::wait`]).
+    fn read_events(&mut self) -> std::io::Result<Option<bool>> {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.fd.as_raw_fd();
+        let mut structural = false;
+        let mut any = false;
+        loop {
+            // SAFETY: reads into our own buffer of the given length.
+            let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break,
+                    _ => return Err(e),
+                }
+            }
+            let n = n as usize;
+            if n == 0 {
+                break;
+            }
+            any = true;
+            let mut at = 0;
+            while at + EVENT_HEADER <= n {
+                let field = |i: usize| {
+                    u32::from_ne_bytes(self.buf[at + i..at + i + 4].try_into().expect("4 bytes"))
+                };
+                if field(4) & !libc::IN_MODIFY != 0 {
+                    structural = true;
+                }
+                at += EVENT_HEADER + field(12) as usize;
+            }
+            // A read that left room for another named event emptied the queue.
+            if n + EVENT_HEADER + 256 <= self.buf.len() {
+                break;
+            }
+        }
+        Ok(any.then_some(structural))
+    }
+}
+
 /// The thread body of a file source.
 fn follow_files(
     index: usize,
@@ -361,21 +492,22 @@ fn follow_files(
     let _alive = AliveGuard::new(stats);
     let mut ready = Some(ready);
     let (dir, pattern, exact) = split_path(path);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut watcher = match notify::recommended_watcher(move |res| {
-        let _ = tx.send(res);
-    }) {
-        Ok(w) => w,
+    let mut inotify = match Inotify::new() {
+        Ok(i) => i,
         Err(e) => {
             tracing::error!(source = %path.display(), error = %e, "cannot create an inotify watcher; this source is not followed");
             return;
         }
     };
-    let mut watched: HashSet<PathBuf> = HashSet::new();
     let mut followers: BTreeMap<PathBuf, FileFollower> = BTreeMap::new();
     let mut scratch = Scratch::default();
     let mut first_scan = true;
     let mut alive = true;
+    // Look for files (and watch their directories) at start, after anything but a content
+    // change, and at every safety re-check; a content change only reads.
+    let mut rescan = true;
+    let mut woke = false;
+    let mut recheck_due = std::time::Instant::now() + SAFETY_RECHECK;
     // Forwards lines until the engine is gone.
     macro_rules! emit {
         () => {
@@ -387,54 +519,66 @@ fn follow_files(
         };
     }
     while !shared.stop.load(Ordering::Acquire) {
-        // (Re)discover files: the exact path, or every name matching the glob.
-        let candidates: Vec<PathBuf> = match &pattern {
-            None => vec![exact.clone()],
-            Some(p) => std::fs::read_dir(&dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|f| {
-                            f.file_name()
-                                .is_some_and(|n| p.matches(&n.to_string_lossy()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        for file in candidates {
-            if followers.contains_key(&file) {
-                continue;
+        let lines_before = stats.lines.load(Ordering::Relaxed);
+        if rescan {
+            // (Re)discover files: the exact path, or every name matching the glob.
+            let candidates: Vec<PathBuf> = match &pattern {
+                None => vec![exact.clone()],
+                Some(p) => std::fs::read_dir(&dir)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|e| e.path())
+                            .filter(|f| {
+                                f.file_name()
+                                    .is_some_and(|n| p.matches(&n.to_string_lossy()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            for file in candidates {
+                if followers.contains_key(&file) {
+                    continue;
+                }
+                let saved = shared
+                    .positions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .files
+                    .get(&file)
+                    .copied();
+                // Files that appear after start are new: read them whole.
+                let start = if first_scan { start } else { Start::Beginning };
+                let follower = FileFollower::new(&file, saved, start, emit!());
+                followers.insert(file, follower);
             }
-            let saved = shared
-                .positions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .files
-                .get(&file)
-                .copied();
-            // Files that appear after start are new: read them whole.
-            let start = if first_scan { start } else { Start::Beginning };
-            let follower = FileFollower::new(&file, saved, start, emit!());
-            followers.insert(file, follower);
-        }
-        first_scan = false;
-        // Watch the directory, and the real directory behind a symlinked file.
-        let mut dirs = vec![dir.clone()];
-        dirs.extend(followers.keys().filter_map(|f| {
-            std::fs::canonicalize(f)
-                .ok()?
-                .parent()
-                .map(Path::to_path_buf)
-        }));
-        for d in dirs {
-            if !watched.contains(&d) && watcher.watch(&d, RecursiveMode::NonRecursive).is_ok() {
-                watched.insert(d);
+            first_scan = false;
+            // Watch the directory, and the real directory behind a symlinked file (again
+            // each time: a directory removed and made anew needs a new watch).
+            let mut dirs: HashSet<PathBuf> = HashSet::from([dir.clone()]);
+            dirs.extend(followers.keys().filter_map(|f| {
+                std::fs::canonicalize(f)
+                    .ok()?
+                    .parent()
+                    .map(Path::to_path_buf)
+            }));
+            for d in dirs {
+                let _ = inotify.watch(&d);
             }
         }
         for follower in followers.values_mut() {
-            if let Err(e) = follower.poll(emit!()) {
+            // After a content-only wake-up, new lines are all there is unless nothing came
+            // (then the file may have been truncated: look at the path too).
+            let read = if woke && !rescan {
+                follower.read_appended(emit!())
+            } else {
+                Ok(0)
+            };
+            if let Err(e) = read.and_then(|n| match n {
+                0 => follower.poll(emit!()),
+                n => Ok(n),
+            }) {
                 tracing::warn!(file = %follower.path().display(), error = %e, "reading log failed");
             }
             if let Some(pos) = follower.position() {
@@ -453,21 +597,37 @@ fn follow_files(
         if !alive {
             return;
         }
+        if woke {
+            // A busy log (more than one line in this read) waits longer for its next lines.
+            let read = stats.lines.load(Ordering::Relaxed);
+            let pause = if read - lines_before > 1 {
+                COALESCE_BUSY
+            } else {
+                COALESCE
+            };
+            std::thread::sleep(pause);
+        }
         // Sleep until inotify reports a change (or the safety re-check is due).
-        let deadline = std::time::Instant::now() + SAFETY_RECHECK;
-        loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(_) => {
-                    while rx.try_recv().is_ok() {}
+        woke = false;
+        rescan = false;
+        while !shared.stop.load(Ordering::Acquire) {
+            let now = std::time::Instant::now();
+            if now >= recheck_due {
+                rescan = true;
+                recheck_due = now + SAFETY_RECHECK;
+                break;
+            }
+            match inotify.wait((recheck_due - now).min(Duration::from_secs(1))) {
+                Ok(None) => {}
+                Ok(Some(structural)) => {
+                    woke = true;
+                    rescan = structural;
                     break;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if shared.stop.load(Ordering::Acquire) || std::time::Instant::now() >= deadline
-                    {
-                        break;
-                    }
+                Err(e) => {
+                    tracing::error!(source = %path.display(), error = %e, "reading inotify events failed; this source is not followed");
+                    return;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -489,6 +649,27 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         check()
+    }
+
+    #[test]
+    fn inotify_tells_content_changes_from_other_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("full");
+        std::fs::write(&log, "").unwrap();
+        let mut inotify = Inotify::new().unwrap();
+        inotify.watch(dir.path()).unwrap();
+        assert_eq!(inotify.wait(Duration::ZERO).unwrap(), None);
+        // Many appends while nobody reads: one wake-up, a content change.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for _ in 0..1000 {
+            f.write_all(b"a line\n").unwrap();
+        }
+        assert_eq!(inotify.wait(Duration::from_secs(5)).unwrap(), Some(false));
+        assert_eq!(inotify.wait(Duration::ZERO).unwrap(), None);
+        std::fs::rename(&log, dir.path().join("full.1")).unwrap();
+        assert_eq!(inotify.wait(Duration::from_secs(5)).unwrap(), Some(true));
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(inotify.wait(Duration::from_secs(5)).unwrap(), Some(true));
     }
 
     #[test]
