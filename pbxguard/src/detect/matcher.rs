@@ -342,6 +342,35 @@ mod tests {
         assert!(m.find(b"nothing here").is_none());
     }
 
+    /// A registration line names its extension with `<EXT>` (built-in PJSIP and chan_sip
+    /// rules, and an admin's rule for FreeSWITCH or an SBC), read from its fixed position:
+    /// attacker text elsewhere on the line changes nothing.
+    #[test]
+    fn ext_gives_the_registered_extension() {
+        let m = Matcher::new(&[filter(
+            "fs-reg",
+            &[(
+                "registered",
+                r"registered user '<EXT>' from <HOST> agent .*",
+            )],
+        )])
+        .unwrap();
+        let hit = m
+            .find(b"registered user '1001' from 192.0.2.7 agent x' from 6.6.6.6 user '9999'")
+            .unwrap();
+        assert_eq!(hit.extension.as_deref(), Some("1001"));
+        assert_eq!(hit.ip.to_string(), "192.0.2.7");
+        let plain = Matcher::new(&[filter("a", &[("one", "login failed for <HOST>")])]).unwrap();
+        assert_eq!(
+            plain.find(b"login failed for 192.0.2.1").unwrap().extension,
+            None
+        );
+        assert!(matches!(
+            Matcher::new(&[filter("b", &[("two", "<EXT> <EXT> <HOST>")])]),
+            Err(PatternError::Regex { .. })
+        ));
+    }
+
     #[test]
     fn invalid_addresses_are_not_matches() {
         let m = Matcher::new(&[filter("a", &[("one", "login failed for <HOST>")])]).unwrap();
