@@ -233,7 +233,10 @@ fn feeds_are_dropped_refreshed_without_gaps_and_kept_when_downloads_fail(backend
             path == "/firehol.netset" && *status == 304 && etag.as_deref() == Some("\"v1\"")
         })
     });
-    assert_eq!(feed(&daemon, "firehol")["entries"], 2);
+    // The saved content is applied by the engine in its own time (an nft transaction).
+    testenv::wait_until(&daemon, "the saved content enforced", || {
+        feed(&daemon, "firehol")["entries"] == 2
+    });
     server.set(
         "/firehol.netset",
         Reply::Status(503, b"maintenance".to_vec()),
