@@ -333,6 +333,11 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The MAC address of the PBX side of the veth (for raw frames a generator sends).
+    pub fn inside_mac(&self) -> String {
+        mac(&self.inside, INSIDE_IF)
+    }
+
     /// Whether an XDP program is attached to the protected interface.
     pub fn xdp_attached(&self) -> bool {
         let out = Command::new("ip")
@@ -366,4 +371,21 @@ pub fn percentiles_ms(mut samples: Vec<Duration>) -> (f64, f64, f64) {
         ms(pct(0.99)),
         ms(*samples.last().expect("samples")),
     )
+}
+
+/// Busy CPU seconds of the whole machine so far (`/proc/stat`, everything but idle and
+/// iowait): benchmarks take the difference around a run.
+pub fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: f64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    (total - idle) / 100.0
 }

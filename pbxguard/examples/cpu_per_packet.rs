@@ -30,22 +30,6 @@ const RATE: u64 = 100_000;
 /// How long each case sends.
 const SEND: Duration = Duration::from_secs(4);
 
-/// Busy CPU seconds of the whole machine (all but idle and iowait).
-fn busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: f64 = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
-    (total - idle) / 100.0
-}
-
 fn counted(enforcer: &dyn Enforcer, reason: &str) -> u64 {
     enforcer
         .stats()
@@ -60,7 +44,7 @@ fn counted(enforcer: &dyn Enforcer, reason: &str) -> u64 {
 /// Sends at RATE for SEND from `conf`; (CPU ns per packet counted under `reason`, packets).
 fn cost(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, u64) {
     let before = counted(enforcer, reason);
-    let cpu = busy_seconds();
+    let cpu = pbxguard_lab::busy_cpu_seconds();
     let _ = Command::new("ip")
         .args([
             "netns",
@@ -77,7 +61,7 @@ fn cost(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, 
         .output()
         .expect("trafgen (apt-get install netsniff-ng)");
     std::thread::sleep(Duration::from_millis(200));
-    let busy = busy_seconds() - cpu;
+    let busy = pbxguard_lab::busy_cpu_seconds() - cpu;
     let packets = counted(enforcer, reason) - before;
     (busy * 1e9 / packets.max(1) as f64, packets)
 }
@@ -96,13 +80,7 @@ fn frame_conf(dir: &Path, name: &str, mac: &str, source: Ipv4Addr) -> std::path:
 
 fn main() -> anyhow::Result<()> {
     let lab = Lab::named("pbxg-cpp");
-    let mac = {
-        let out = Command::new("ip")
-            .args(["-n", &lab.inside.name, "-j", "link", "show", INSIDE_IF])
-            .output()?;
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        json[0]["address"].as_str().unwrap_or_default().to_string()
-    };
+    let mac = lab.inside_mac();
     let dir = tempfile::Builder::new().prefix("pbxguard-cpp-").tempdir()?;
     let banned = frame_conf(dir.path(), "banned.cfg", &mac, ATTACKER);
     let unmatched = frame_conf(dir.path(), "unmatched.cfg", &mac, PHONE);

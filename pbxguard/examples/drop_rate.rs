@@ -23,22 +23,6 @@ use pbxguard_lab::{
 
 const FLOOD: Duration = Duration::from_secs(3);
 
-/// Busy (non-idle) CPU seconds of the whole machine so far.
-fn busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: f64 = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
-    (total - idle) / 100.0
-}
-
 fn dropped_packets(enforcer: &dyn Enforcer, reason: &str) -> u64 {
     enforcer
         .stats()
@@ -56,7 +40,7 @@ fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
 /// Like [`flood`], counting drops for `reason`.
 fn flood_counting(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, f64) {
     let before = dropped_packets(enforcer, reason);
-    let cpu = busy_seconds();
+    let cpu = pbxguard_lab::busy_cpu_seconds();
     let started = Instant::now();
     let status = Command::new("ip")
         .args([
@@ -73,7 +57,7 @@ fn flood_counting(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str)
         .expect("trafgen (apt-get install netsniff-ng)");
     let _ = status;
     let wall = started.elapsed().as_secs_f64();
-    let busy = (busy_seconds() - cpu) / wall;
+    let busy = (pbxguard_lab::busy_cpu_seconds() - cpu) / wall;
     // Let the last packets drain before reading the counter.
     std::thread::sleep(Duration::from_millis(200));
     let dropped = dropped_packets(enforcer, reason) - before;
@@ -82,13 +66,7 @@ fn flood_counting(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str)
 
 fn main() -> anyhow::Result<()> {
     let lab = Lab::named("pbxg-drop");
-    let mac = {
-        let out = Command::new("ip")
-            .args(["-n", &lab.inside.name, "-j", "link", "show", INSIDE_IF])
-            .output()?;
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        json[0]["address"].as_str().unwrap_or_default().to_string()
-    };
+    let mac = lab.inside_mac();
     let dir = tempfile::Builder::new()
         .prefix("pbxguard-drop-")
         .tempdir()?;
