@@ -7,12 +7,17 @@ use std::{os::unix::net::UnixDatagram, process::Command, time::Duration};
 
 use testenv::{ATTACKER, Daemon, Lab, N, PHONE, pbxguard_bin, v4};
 
+/// The next notification, without the newline that ends its last state (sd-notify ends
+/// every state with one).
 fn next(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
     let n = socket
         .recv(&mut buf)
         .expect("a notification within the timeout");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.strip_suffix('\n')
+        .unwrap_or_else(|| panic!("every state ends its line: {text:?}"))
+        .to_string()
 }
 
 #[test]

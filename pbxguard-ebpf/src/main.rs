@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod diag;
 mod parse;
 mod rules;
 
@@ -135,7 +136,7 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
         if rules::flooding(&packet.source, t, &settings) {
             return Reason::Flood;
         }
-        if SCANNER && rules::scanner(ctx, &packet.source, &packet.dest, t, &settings) {
+        if SCANNER && rules::scanner(ctx, &packet.source, packet.ip, t, &settings) {
             return Reason::Scanner;
         }
     }

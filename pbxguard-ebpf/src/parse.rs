@@ -69,8 +69,9 @@ pub enum Upper {
 /// What the rules look at.
 pub struct Packet {
     pub source: Source,
-    /// Destination address, laid out like [`Source::addr`] (for the TCP socket lookup).
-    pub dest: [u8; 16],
+    /// Offset of the IP header in the frame: the TCP socket lookup reads both addresses
+    /// there (kept out of the verdict's registers and stack until a scanner hit needs them).
+    pub ip: usize,
     pub upper: Upper,
     /// Meaningful when `upper` is [`Upper::Ports`].
     pub transport: Transport,
@@ -131,7 +132,8 @@ fn parse_v4(ctx: &XdpContext, offset: usize) -> Option<Packet> {
     let frag: u16 = read_be16(ctx, offset + 6)?;
     let protocol: u8 = read(ctx, offset + 9)?;
     let source: [u8; 4] = read(ctx, offset + 12)?;
-    let dest: [u8; 4] = read(ctx, offset + 16)?;
+    // The whole header, destination address included, lies inside the packet.
+    ptr_at::<[u8; 4]>(ctx, offset + 16)?;
     // Only the first fragment carries the transport header.
     let (upper, transport) = if frag & 0x1fff == 0 {
         upper(ctx, protocol, offset + header_len)
@@ -145,9 +147,7 @@ fn parse_v4(ctx: &XdpContext, offset: usize) -> Option<Packet> {
                 source[0], source[1], source[2], source[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
             ],
         },
-        dest: [
-            dest[0], dest[1], dest[2], dest[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
+        ip: offset,
         upper,
         transport,
     })
@@ -161,7 +161,8 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
     }
     let mut next: u8 = read(ctx, offset + 6)?;
     let source: [u8; 16] = read(ctx, offset + 8)?;
-    let dest: [u8; 16] = read(ctx, offset + 24)?;
+    // The whole header, destination address included, lies inside the packet.
+    ptr_at::<[u8; 16]>(ctx, offset + 24)?;
     let mut at = offset + 40;
     let v6 = |(upper, transport)| {
         Some(Packet {
@@ -169,7 +170,7 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
                 v6: true,
                 addr: source,
             },
-            dest,
+            ip: offset,
             upper,
             transport,
         })
@@ -210,8 +211,10 @@ fn parse_v6(ctx: &XdpContext, offset: usize) -> Option<Packet> {
         }
     }
     match next {
-        // Still inside the chain after the last step walked.
+        // Still inside the chain after the last step walked: no RFC 8200 chain is this
+        // long, so this is worth a (paced, debug) note; a chain cut short above is not.
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
+            crate::diag::v6_chain_too_long(&source, MAX_V6_EXT_HEADERS as u32);
             v6(without(Upper::Unreachable))
         }
         protocol => v6(upper(ctx, protocol, at)),

@@ -3,7 +3,7 @@
 //! daemon fills at runtime, so rules change without reloading the program.
 
 use aya_ebpf::{
-    bindings::{bpf_sock, bpf_sock_tuple},
+    bindings::{bpf_sock, bpf_sock_tuple, xdp_md},
     helpers::{
         bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_lookup_tcp, bpf_sk_release, bpf_xdp_load_bytes,
     },
@@ -17,7 +17,10 @@ use pbxguard_common::{
     MAX_TRUSTED, PortKey, SCAN_WINDOW, Settings, Signature,
 };
 
-use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Source, Transport};
+use crate::{
+    diag,
+    parse::{IPPROTO_TCP, IPPROTO_UDP, Source, Transport},
+};
 
 #[map]
 static GEO_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_GEO, 0);
@@ -150,7 +153,9 @@ fn emit(kind: u32, source: &Source, t: &Transport, detail: u16) {
         pad: [0; 3],
     };
     // A full ring only costs the event, never the verdict.
-    let _ = EVENTS.output::<DetectionEvent>(&event, 0);
+    if let Err(error) = EVENTS.output::<DetectionEvent>(&event, 0) {
+        diag::events_lost(kind == EVENT_FLOOD, error.into());
+    }
 }
 
 /// Token bucket per source: true when this packet is over the limit.
@@ -169,7 +174,9 @@ pub fn flooding(source: &Source, t: &Transport, s: &Settings) -> bool {
             last_ns: now,
             overruns: 0,
         };
-        let _ = BUCKETS.insert(key, fresh, 0);
+        if let Err(error) = BUCKETS.insert(key, fresh, 0) {
+            diag::bucket_insert_failed(error.into());
+        }
         return false;
     };
     // SAFETY: the pointer comes from the map and stays valid for this program run.
@@ -223,16 +230,48 @@ fn word(buf: &[u8; SCRATCH_LEN + 16], i: usize) -> u64 {
 #[repr(C)]
 struct Search {
     len: u64,
+    /// Where the next step looks.
+    at: u64,
     found: u64,
 }
 
-/// One step of the header search, run by `bpf_loop` (verified once, not per position):
-/// does "\nUser-Agent" (any case) start at `i`?
-extern "C" fn search_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the pointer to our stack `Search`.
-    let search = unsafe { &mut *(ctx as *mut Search) };
-    let i = i as usize;
-    if i + 12 > search.len as usize {
+/// The search state lives in a map value, not on the stack: the verifier does not follow a
+/// map value's contents, so every step starts from the same verifier state and the callback
+/// is verified once, where a cursor it tracked exactly would be verified step after step.
+#[map]
+static SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
+/// '\n' in every byte, and the SWAR constants for finding it in a word.
+const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether "\nUser-Agent" (any case) starts at `i`.
+#[inline(always)]
+fn user_agent_at(buf: &[u8; SCRATCH_LEN + 16], i: usize) -> bool {
+    byte(buf, i) == b'\n'
+        && (word(buf, i + 1) | FOLD) == USER_AGE
+        && (byte(buf, i + 9) | 0x20) == b'n'
+        && (byte(buf, i + 10) | 0x20) == b't'
+}
+
+/// Multiplied by `1 << 8j`, its top byte is `j`: the index of a word's lowest flagged byte.
+const BYTE_INDEX: u64 = 0x0001_0203_0405_0607;
+
+/// One step of the header search, run by `bpf_loop` (verified once, not per step): from the
+/// cursor, words without a newline are skipped whole (most of a SIP header block, up to four
+/// per step), and the first newline is checked for "User-Agent" (any case) and the cursor
+/// moves past it. SWAR: a byte of `x` is zero where the word holds '\n'; the lowest flagged byte is a
+/// real one (a borrow only runs upwards from it). One path per step, so the verifier's work
+/// stays small.
+extern "C" fn search_step(_: u64, _: *mut core::ffi::c_void) -> i64 {
+    let Some(search) = SEARCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU map value, used only by this program run.
+    let search = unsafe { &mut *search };
+    let at = search.at as usize;
+    if at >= SCAN_WINDOW || at + 12 > search.len as usize {
         return 1;
     }
     let Some(buf) = SCRATCH.get_ptr(0) else {
@@ -240,14 +279,31 @@ extern "C" fn search_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: map value pointer, valid for this program run.
     let buf = unsafe { &*buf };
-    if byte(buf, i) == b'\n'
-        && (word(buf, i + 1) | FOLD) == USER_AGE
-        && (byte(buf, i + 9) | 0x20) == b'n'
-        && (byte(buf, i + 10) | 0x20) == b't'
-    {
+    // Up to four words per step: most hold no newline.
+    let mut base = at;
+    let mut flags = 0;
+    for _ in 0..4 {
+        let x = word(buf, base) ^ NEWLINES;
+        flags = x.wrapping_sub(ONES) & !x & HIGHS;
+        if flags != 0 {
+            break;
+        }
+        base += 8;
+    }
+    if flags == 0 {
+        search.at = base as u64;
+        return 0;
+    }
+    let lowest = (flags & flags.wrapping_neg()) >> 7;
+    let i = base + (lowest.wrapping_mul(BYTE_INDEX) >> 56) as usize;
+    if i >= SCAN_WINDOW || i + 12 > search.len as usize {
+        return 1;
+    }
+    if user_agent_at(buf, i) {
         search.found = (i + 11) as u64;
         return 1;
     }
+    search.at = (i + 1) as u64;
     0
 }
 
@@ -260,23 +316,39 @@ const TCP_ESTABLISHED: u32 = 1;
 
 /// Whether the kernel holds an established TCP connection for this segment's four-tuple:
 /// then its source completed a handshake, so the address is real, not forged.
-#[inline(always)]
-fn established(ctx: &XdpContext, source: &Source, dest: &[u8; 16], t: &Transport) -> bool {
+///
+/// A subprogram of its own, taking scalars only: it runs just on a TCP signature hit, so the
+/// addresses are read from the packet here (IP header at `ip`) instead of being carried
+/// through every packet's verdict, and its stack is its own.
+#[inline(never)]
+fn established(ctx: *mut xdp_md, v6: bool, ip: usize, src_port: u16, dst_port: u16) -> bool {
     // struct bpf_sock_tuple: IPv4 {saddr, daddr, sport, dport} (12 bytes) or IPv6 (36),
-    // addresses and ports in network byte order; built in a map value (the stack is full).
+    // addresses and ports in network byte order, as the IP header holds the addresses;
+    // built in a map value.
     let Some(tuple) = TUPLE.get_ptr_mut(0) else {
         return false;
     };
+    // Source then destination address, back to back in both IP headers.
+    let (from, alen, size) = if v6 {
+        (ip + 8, 16, 36)
+    } else {
+        (ip + 12, 4, 12)
+    };
+    // SAFETY: the tuple is a 64-byte map value; the helper checks the packet range.
+    if unsafe {
+        bpf_xdp_load_bytes(
+            ctx,
+            from as u32,
+            tuple as *mut core::ffi::c_void,
+            2 * alen as u32,
+        )
+    } != 0
+    {
+        return false;
+    }
     // SAFETY: per-CPU map value, used only by this program run.
     let tuple = unsafe { &mut *tuple };
-    let (alen, size) = if source.v6 { (16, 36) } else { (4, 12) };
-    for i in 0..16 {
-        if i < alen {
-            tuple[i] = source.addr[i];
-            tuple[alen + i] = dest[i];
-        }
-    }
-    let ports = [t.src_port.to_be_bytes(), t.dst_port.to_be_bytes()];
+    let ports = [src_port.to_be_bytes(), dst_port.to_be_bytes()];
     tuple[(2 * alen) & 63] = ports[0][0];
     tuple[(2 * alen + 1) & 63] = ports[0][1];
     tuple[(2 * alen + 2) & 63] = ports[1][0];
@@ -284,7 +356,7 @@ fn established(ctx: &XdpContext, source: &Source, dest: &[u8; 16], t: &Transport
     // SAFETY: the tuple is a map value of 64 bytes; BPF_F_CURRENT_NETNS is -1.
     let sk: *mut bpf_sock = unsafe {
         bpf_sk_lookup_tcp(
-            ctx.ctx as *mut core::ffi::c_void,
+            ctx as *mut core::ffi::c_void,
             tuple.as_mut_ptr() as *mut bpf_sock_tuple,
             size,
             u64::MAX,
@@ -306,13 +378,7 @@ fn established(ctx: &XdpContext, source: &Source, dest: &[u8; 16], t: &Transport
 /// connection (proven: the handshake was done), and a segment outside one is dropped
 /// silently, since anyone can forge it.
 #[inline(always)]
-pub fn scanner(
-    ctx: &XdpContext,
-    source: &Source,
-    dest: &[u8; 16],
-    t: &Transport,
-    s: &Settings,
-) -> bool {
+pub fn scanner(ctx: &XdpContext, source: &Source, ip: usize, t: &Transport, s: &Settings) -> bool {
     if (t.protocol != IPPROTO_UDP && t.protocol != IPPROTO_TCP)
         || s.signatures == 0
         || t.payload == 0
@@ -341,24 +407,34 @@ pub fn scanner(
     let copied =
         unsafe { bpf_xdp_load_bytes(ctx.ctx, t.payload as u32, buf as *mut core::ffi::c_void, n) };
     if copied != 0 {
+        diag::load_bytes_failed(copied, t.payload as u32, n);
         return false;
     }
     // SAFETY: the buffer was just filled and is only used by this CPU.
     let buf = unsafe { &*buf };
-    let mut search = Search {
-        len: n as u64,
-        found: 0,
+    let Some(search) = SEARCH.get_ptr_mut(0) else {
+        return false;
     };
-    // SAFETY: the callback and its context follow bpf_loop's contract.
+    // SAFETY: per-CPU map value, used only by this program run.
+    unsafe {
+        *search = Search {
+            len: n as u64,
+            at: 0,
+            found: 0,
+        };
+    }
+    // SAFETY: the callback follows bpf_loop's contract; it takes no context.
     unsafe {
         bpf_loop(
+            // Each step moves the cursor forward: this many always reach the window's end.
             SCAN_WINDOW as u32,
             search_step as *mut core::ffi::c_void,
-            &mut search as *mut Search as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
             0,
         );
     }
-    let mut value = search.found as usize;
+    // SAFETY: as above; the callback has returned.
+    let mut value = unsafe { (*search).found } as usize;
     if value == 0 {
         return false;
     }
@@ -393,7 +469,9 @@ pub fn scanner(
             && ua[2] & sig.mask[2] == sig.words[2]
             && ua[3] & sig.mask[3] == sig.words[3]
         {
-            if t.protocol == IPPROTO_UDP || established(ctx, source, dest, t) {
+            if t.protocol == IPPROTO_UDP
+                || established(ctx.ctx, source.v6, ip, t.src_port, t.dst_port)
+            {
                 emit(EVENT_SCANNER, source, t, index as u16);
             }
             return true;

@@ -7,9 +7,15 @@
 //!   kernel reports each run's time (syscall entry and exit are outside it), so map lookups
 //!   miss the caches as a real flood from many sources would make them.
 //!
-//! Cases: banned v4/v6 source, unmatched SIP request (the scanner search runs), unmatched
-//! non-SIP packet, at 1, 10,000, 100,000 and 1,000,000 bans; allowlisted, geo-blocked (a
-//! 300,000-network synthetic country set), protected port at 1 ban. Prints numbers; asserts
+//! The program runs with the default config's perimeter (SIP ports, the default scanner
+//! User-Agents, a flood limit set too high to fire so its bucket is still updated) and one
+//! `[[protect]]` rule (AMI, 5038/tcp, from 192.0.2.0/24). Cases: banned v4/v6 source,
+//! unmatched SIP request (flood bucket and scanner search run), unmatched non-SIP packet, at
+//! 1, 10,000, 100,000 and 1,000,000 bans; allowlisted, geo-blocked (a 300,000-network
+//! synthetic country set), protected port, scanner User-Agent at 1 ban. For scale: cold
+//! banned sources at 1,000,000 *CIDR* (/31) bans, which live in the LPM trie, and the
+//! machine's latency of one dependent load that misses the caches (a pointer chase over
+//! 256 MiB), the floor under any lookup in a table too big for them. Prints numbers; asserts
 //! nothing. Needs root.
 //!
 //! Usage: xdp_cost
@@ -19,13 +25,20 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun as _, TestRunOptions};
 use ipnet::IpNet;
 use pbxguard::{
-    enforce::program::{LoadOptions, XdpProgram},
+    config::Config,
+    enforce::{
+        perimeter::{Perimeter, ProtectRule},
+        program::{LoadOptions, XdpProgram},
+    },
     units::parse_net,
 };
-use pbxguard_common::BanEntry;
+use pbxguard_common::{BanEntry, PortKey};
 
 const PBX: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PBX6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const SCANNER: &[u8] = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\n\
+From: <sip:100@198.51.100.7>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\nCall-ID: 1@x\r\nCSeq: 1 OPTIONS\r\n\
+User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n";
 const SIP: &[u8] = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1\r\n\
 From: <sip:100@198.51.100.7>;tag=1\r\nTo: <sip:100@192.0.2.1>\r\nCall-ID: 1@x\r\nCSeq: 1 OPTIONS\r\n\
 User-Agent: Yealink SIP-T46S 66.86.0.15\r\nContent-Length: 0\r\n\r\n";
@@ -75,6 +88,61 @@ fn udp4(src: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
     ]);
     f.extend_from_slice(payload);
     f
+}
+
+/// A TCP SYN from `src` to the PBX's `port`.
+fn tcp4_syn(src: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut f = udp4(src, port, &[0u8; 12]);
+    // Protocol 6, and a 20-byte TCP header (SYN) where the UDP header and payload were.
+    f[14 + 9] = 6;
+    let tcp = &mut f[14 + 20..];
+    tcp[4..].fill(0);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    f
+}
+
+/// The default config's perimeter with the flood limit out of reach (its bucket is still
+/// kept per source), plus AMI for 192.0.2.0/24 only.
+fn perimeter() -> anyhow::Result<Perimeter> {
+    let mut perimeter = Perimeter::from_config(&Config::default());
+    perimeter.settings.flood_rate = u32::MAX / 2;
+    perimeter.settings.flood_burst = u32::MAX / 2;
+    perimeter.protect.push(ProtectRule {
+        ports: vec![PortKey {
+            port: 5038,
+            proto: 6,
+            pad: 0,
+        }],
+        trusted: vec![parse_net("192.0.2.0/24")?],
+    });
+    Ok(perimeter)
+}
+
+/// ns per dependent load over `bytes` of memory visited in a random cycle (one cache line
+/// per step), so every load waits for the previous one: what a lookup that misses every
+/// cache pays per memory access on this machine.
+fn dependent_load_ns(bytes: usize) -> f64 {
+    const LINE: usize = 64 / std::mem::size_of::<usize>();
+    let lines = bytes / 64;
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for i in (1..lines).rev() {
+        order.swap(i, rng.next() as usize % (i + 1));
+    }
+    let mut next = vec![0usize; lines * LINE];
+    for w in order.windows(2) {
+        next[w[0] * LINE] = w[1] * LINE;
+    }
+    next[order[lines - 1] * LINE] = order[0] * LINE;
+    let steps = 5_000_000;
+    let mut at = order[0] * LINE;
+    let started = std::time::Instant::now();
+    for _ in 0..steps {
+        at = next[at];
+    }
+    std::hint::black_box(at);
+    started.elapsed().as_nanos() as f64 / steps as f64
 }
 
 fn udp6(src: Ipv6Addr, port: u16, payload: &[u8]) -> Vec<u8> {
@@ -145,6 +213,8 @@ fn main() -> anyhow::Result<()> {
         max_bans: 1_100_000,
         ..Default::default()
     })?;
+    let perimeter = perimeter()?;
+    program.set_perimeter(&perimeter)?;
     let permanent = BanEntry { expires_boot_ns: 0 };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut banned4: Vec<Ipv4Addr> = Vec::new();
@@ -214,11 +284,20 @@ fn main() -> anyhow::Result<()> {
     );
 
     // The other verdicts at one ban.
+    drop(program);
     let mut program = XdpProgram::load(&LoadOptions {
         pin_dir: None,
         max_bans: 1024,
         ..Default::default()
     })?;
+    program.set_perimeter(&perimeter)?;
+    let protected = hot(&mut program, &tcp4_syn(stranger, 5038));
+    // One run per frame, as a scanner's packet is dropped once and its source then banned
+    // (a repeated one would also meet the flood bucket it filled).
+    let scanner_frames: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| udp4(Ipv4Addr::from(0x6440_0000 + i), 5060, SCANNER))
+        .collect();
+    let scanner = cold(&mut program, &scanner_frames);
     let allowed = Ipv4Addr::new(203, 0, 113, 5);
     program.insert_allow(parse_net("203.0.113.0/24")?)?;
     let allowlisted = hot(&mut program, &udp4(allowed, 5060, SIP));
@@ -234,11 +313,43 @@ fn main() -> anyhow::Result<()> {
     program.set_geo(&geo)?;
     let geo_blocked = hot(&mut program, &udp4(Ipv4Addr::new(10, 1, 2, 3), 5060, SIP));
     println!(
-        "allowlisted: {allowlisted:.0} ns; geo-blocked with 300,000 /24s loaded: {geo_blocked:.0} ns"
+        "allowlisted: {allowlisted:.0} ns; geo-blocked with 300,000 /24s loaded: {geo_blocked:.0} ns; \
+         protected port (AMI from a stranger): {protected:.0} ns; scanner User-Agent (10,000 sources, one run each): {scanner:.0} ns"
     );
     pbxguard_lab::bench_json::record_all(&[
         ("xdp_ns_per_packet.allowlisted.1", allowlisted),
         ("xdp_ns_per_packet.geo_blocked.1", geo_blocked),
+        ("xdp_ns_per_packet.protected_port.1", protected),
+        ("xdp_ns_per_packet_cold.scanner.1", scanner),
+    ]);
+    drop(program);
+
+    // For scale: the same cold run against 1,000,000 CIDR bans (the LPM trie), and the
+    // memory latency under both.
+    let mut program = XdpProgram::load(&LoadOptions {
+        pin_dir: None,
+        max_bans: 1_100_000,
+        ..Default::default()
+    })?;
+    program.set_perimeter(&perimeter)?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut cidrs = Vec::with_capacity(1_000_000);
+    while cidrs.len() < 1_000_000 {
+        let ip = Ipv4Addr::from(u32::from(v4_source(&mut rng)) & !1);
+        program.insert_ban(IpNet::new(std::net::IpAddr::V4(ip), 31)?, permanent)?;
+        cidrs.push(ip);
+    }
+    let frames: Vec<Vec<u8>> = (0..100_000)
+        .map(|_| udp4(cidrs[rng.next() as usize % cidrs.len()], 5060, b"x"))
+        .collect();
+    let cold_lpm = cold(&mut program, &frames);
+    let latency = dependent_load_ns(256 << 20);
+    println!(
+        "cold banned v4 at 1,000,000 /31 bans (LPM trie): {cold_lpm:.0} ns; one dependent load missing the caches: {latency:.0} ns"
+    );
+    pbxguard_lab::bench_json::record_all(&[
+        ("xdp_ns_per_packet_cold.banned_v4_lpm.1000000", cold_lpm),
+        ("memory_latency_ns", latency),
     ]);
     Ok(())
 }

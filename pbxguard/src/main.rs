@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (journald under systemd); command output goes to stdout.
+    // Logs go to stderr (journald under systemd); command output goes to stdout. `init` also
+    // installs tracing-log's LogTracer: `log` records (the XDP program's diagnostics, target
+    // `pbxguard::xdp`, via aya-log) pass the same filter.
     tracing_subscriber::fmt()
         .with_env_filter(
             // The NATS client reports every reconnect attempt itself; pbxguard logs the link's

@@ -3,18 +3,17 @@
 //! restarts a daemon that stopped answering. Without `NOTIFY_SOCKET` every call is a no-op.
 //!
 //! The `sd-notify` crate supplies the protocol: the typed states ([`NotifyState`]: `READY=1`,
-//! `STATUS=`, `WATCHDOG=1`, `RELOADING=1` with `MONOTONIC_USEC=`, `STOPPING=1`) and the
+//! `STATUS=`, `WATCHDOG=1`, `RELOADING=1` with `MONOTONIC_USEC=`, `STOPPING=1`), the
 //! watchdog interval (`WATCHDOG_USEC`, honouring `WATCHDOG_PID`, with
-//! [`sd_notify::watchdog_enabled`]). The datagram itself is sent here, because
-//! `sd_notify::notify` (0.5) cannot reach an abstract socket (`@name`, which sd_notify(3)
-//! allows) and ends every state with a newline where systemd's own clients send none.
-//! `NOTIFY_SOCKET` is checked once, as libsystemd does: an absolute path or `@name`, anything
-//! else is refused with a warning rather than sent to a file relative to the working
-//! directory.
+//! [`sd_notify::watchdog_enabled`]) and the datagram to a socket file ([`sd_notify::notify`],
+//! what systemd sets). Only an abstract socket (`@name`, which sd_notify(3) allows and some
+//! service managers use) is reached here, because `sd_notify::notify` (0.5) takes `@name`
+//! for a file name. `NOTIFY_SOCKET` is checked once, as libsystemd does: an absolute path or
+//! `@name`, anything else is refused with a warning rather than sent to a file relative to
+//! the working directory.
 
 use std::{
     os::unix::net::{SocketAddr, UnixDatagram},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -24,8 +23,9 @@ pub use sd_notify::NotifyState;
 /// Where `NOTIFY_SOCKET` points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    /// A socket file (`/run/systemd/notify`).
-    Path(PathBuf),
+    /// A socket file (`/run/systemd/notify`), which `sd_notify::notify` reads from the
+    /// environment itself.
+    Path,
     /// A Linux abstract socket (`@name`).
     Abstract(Vec<u8>),
 }
@@ -38,7 +38,7 @@ impl Target {
         {
             Some(Target::Abstract(name.as_bytes().to_vec()))
         } else if value.starts_with('/') {
-            Some(Target::Path(value.into()))
+            Some(Target::Path)
         } else {
             tracing::warn!(
                 socket = value,
@@ -74,22 +74,25 @@ impl Notifier {
         self.watchdog.map(|w| w / 2)
     }
 
-    /// Sends the states in one datagram (`READY=1\nSTATUS=...`); failures are logged, never
-    /// fatal.
+    /// Sends the states in one datagram (`READY=1\nSTATUS=...\n`); failures are logged,
+    /// never fatal.
     pub fn send(&self, states: &[NotifyState<'_>]) {
         let Some(target) = &self.socket else { return };
-        let message = states
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let result = UnixDatagram::unbound().and_then(|sock| match target {
-            Target::Path(path) => sock.send_to(message.as_bytes(), path),
+        let result = match target {
+            Target::Path => sd_notify::notify(states),
             Target::Abstract(name) => {
                 use std::os::linux::net::SocketAddrExt as _;
-                sock.send_to_addr(message.as_bytes(), &SocketAddr::from_abstract_name(name)?)
+                let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+                UnixDatagram::unbound()
+                    .and_then(|sock| {
+                        sock.send_to_addr(
+                            message.as_bytes(),
+                            &SocketAddr::from_abstract_name(name)?,
+                        )
+                    })
+                    .map(drop)
             }
-        });
+        };
         if let Err(e) = result {
             tracing::warn!(socket = ?target, error = %e, "systemd notification failed");
         }
@@ -121,36 +124,12 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
-    #[test]
-    fn states_arrive_in_one_datagram_without_a_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier {
-            socket: Target::parse(path.to_str().unwrap()),
-            watchdog: None,
-        };
-        notifier.send(&[
-            NotifyState::Ready,
-            NotifyState::Status("enforcing with xdp"),
-        ]);
-        assert_eq!(receive(&socket), "READY=1\nSTATUS=enforcing with xdp");
-        notifier.send(&[NotifyState::Watchdog]);
-        assert_eq!(receive(&socket), "WATCHDOG=1");
-        notifier.send(&reloading().unwrap());
-        let reload = receive(&socket);
-        let usec = reload
-            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
-            .unwrap_or_else(|| panic!("{reload}"));
-        assert!(usec.parse::<u64>().unwrap() > 0, "{reload}");
-        notifier.send(&[NotifyState::Stopping]);
-        assert_eq!(receive(&socket), "STOPPING=1");
-    }
-
-    #[test]
-    fn abstract_sockets_are_reached() {
+    /// An abstract socket, the one target sent to here (a socket file goes through
+    /// `sd_notify::notify`, which reads `NOTIFY_SOCKET` itself: tests/operate.rs checks it
+    /// with the real daemon).
+    fn abstract_socket(test: &str) -> (UnixDatagram, Notifier) {
         use std::os::linux::net::SocketAddrExt as _;
-        let name = format!("pbxguard-notify-test-{}", std::process::id());
+        let name = format!("pbxguard-notify-{test}-{}", std::process::id());
         let socket =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
                 .unwrap();
@@ -158,16 +137,33 @@ mod tests {
             socket: Target::parse(&format!("@{name}")),
             watchdog: None,
         };
-        notifier.send(&[NotifyState::Ready]);
-        assert_eq!(receive(&socket), "READY=1");
+        (socket, notifier)
+    }
+
+    #[test]
+    fn states_arrive_in_one_datagram_one_per_line() {
+        let (socket, notifier) = abstract_socket("states");
+        notifier.send(&[
+            NotifyState::Ready,
+            NotifyState::Status("enforcing with xdp"),
+        ]);
+        assert_eq!(receive(&socket), "READY=1\nSTATUS=enforcing with xdp\n");
+        notifier.send(&[NotifyState::Watchdog]);
+        assert_eq!(receive(&socket), "WATCHDOG=1\n");
+        notifier.send(&reloading().unwrap());
+        let reload = receive(&socket);
+        let usec = reload
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("{reload}"));
+        assert!(usec.parse::<u64>().unwrap() > 0, "{reload}");
+        notifier.send(&[NotifyState::Stopping]);
+        assert_eq!(receive(&socket), "STOPPING=1\n");
     }
 
     #[test]
     fn only_absolute_paths_and_abstract_names_are_accepted() {
-        assert_eq!(
-            Target::parse("/run/systemd/notify"),
-            Some(Target::Path("/run/systemd/notify".into()))
-        );
+        assert_eq!(Target::parse("/run/systemd/notify"), Some(Target::Path));
         assert_eq!(Target::parse("@sd"), Some(Target::Abstract(b"sd".to_vec())));
         for refused in ["notify.sock", "./notify.sock", "@", "vsock:2:1234"] {
             assert_eq!(Target::parse(refused), None, "{refused}");

@@ -2,9 +2,10 @@
 //! so an admin can see what would be detected before enabling a source.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io::{Read as _, Write as _},
     path::Path,
+    sync::Arc,
     time::Instant,
 };
 
@@ -64,6 +65,8 @@ struct Collector<'a> {
     scratch: Scratch,
     summary: Summary,
     sources: HashSet<std::net::IpAddr>,
+    /// Matches per (filter, rule), keyed by the matcher's own names (no copy per line).
+    by_rule: HashMap<(Arc<str>, Arc<str>), u64>,
     json_out: Option<&'a mut dyn std::io::Write>,
     failure: Option<String>,
 }
@@ -79,9 +82,8 @@ impl Collector<'_> {
         }
         self.sources.insert(hit.ip);
         *self
-            .summary
             .by_rule
-            .entry((hit.filter.to_string(), hit.rule.to_string()))
+            .entry((hit.filter.clone(), hit.rule.clone()))
             .or_default() += 1;
         if let Some(out) = self.json_out.as_mut() {
             let object = serde_json::json!({
@@ -110,6 +112,7 @@ pub fn run(
         scratch: Scratch::default(),
         summary: Summary::default(),
         sources: HashSet::new(),
+        by_rule: HashMap::new(),
         json_out,
         failure: None,
     };
@@ -138,6 +141,11 @@ pub fn run(
     summary.lines = splitter.completed();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.sources = collector.sources.len();
+    summary.by_rule = collector
+        .by_rule
+        .into_iter()
+        .map(|((filter, rule), count)| ((filter.to_string(), rule.to_string()), count))
+        .collect();
     Ok(summary)
 }
 

@@ -1,11 +1,22 @@
-//! Runs many filters over a line in one pass: an Aho-Corasick scan for the rules' literals,
-//! then only the candidate rules' anchored regexes. A line with none of the literals (the
-//! vast majority of any PBX log) costs one SIMD scan and no allocation.
+//! Runs many filters over a line in one pass: an Aho-Corasick scan for the rules' literals
+//! rejects the vast majority of any PBX log (one SIMD scan, no allocation); a candidate line
+//! then goes through one lazy DFA holding every rule, which names the rules that match it in
+//! a single pass, and only the first of those extracts `<HOST>` with a bounded backtracker.
+//! Rules are tried in order (filters as listed, then their rules): the first that matches
+//! and whose `<HOST>` is an address wins.
 
 use std::{net::IpAddr, sync::Arc};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind as LiteralKind};
 use regex::bytes::{CaptureLocations, Regex};
+use regex_automata::{
+    Anchored, Input, MatchKind, meta,
+    nfa::thompson::{
+        self,
+        backtrack::{self, BoundedBacktracker},
+    },
+    util::{captures::Captures, syntax},
+};
 
 use super::{
     Evidence, FilterSpec, Kind,
@@ -36,7 +47,10 @@ struct Rule {
     name: Arc<str>,
     evidence: Evidence,
     kind: Kind,
+    /// For lines too long for the backtracker's memory bound.
     regex: Regex,
+    /// Extracts the groups of a line the DFA already matched, without a second DFA pass.
+    backtrack: BoundedBacktracker,
     /// Index of the `host` group among the regex's captures.
     host: usize,
     /// Index of the `ext` group, for rules with `<EXT>`.
@@ -47,95 +61,66 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Scratch {
     ansi: Vec<u8>,
+    /// Per rule, created on first use.
+    backtrack: Vec<Option<(backtrack::Cache, Captures)>>,
     locations: Vec<Option<CaptureLocations>>,
-}
-
-/// One set of prefilter literals and the rules each one admits.
-struct Literals {
-    /// Leftmost-first automaton: answers "any literal here?" with SIMD (Teddy) when exact.
-    quick: AhoCorasick,
-    /// Standard automaton: lists every (overlapping) literal of a candidate line.
-    all: AhoCorasick,
-    /// For each pattern, the rules that need it.
-    rules: Vec<Vec<usize>>,
-}
-
-impl Literals {
-    fn build(
-        literals: &[Vec<u8>],
-        rules: Vec<Vec<usize>>,
-        fold: bool,
-    ) -> Result<Literals, PatternError> {
-        let build = |kind| {
-            AhoCorasick::builder()
-                .match_kind(kind)
-                .ascii_case_insensitive(fold)
-                .build(literals)
-                .map_err(|e| PatternError::Regex {
-                    rule: "(prefilter)".into(),
-                    message: e.to_string(),
-                })
-        };
-        Ok(Literals {
-            quick: build(MatchKind::LeftmostFirst)?,
-            all: build(MatchKind::Standard)?,
-            rules,
-        })
-    }
-
-    /// Calls `visit` with every rule admitted by a literal in `line`, until it returns a hit.
-    fn visit<T>(&self, line: &[u8], visit: &mut impl FnMut(usize) -> Option<T>) -> Option<T> {
-        // Most lines hold none of the literals: answer that with the SIMD (Teddy) search,
-        // which overlapping iteration cannot use, and walk overlaps only on candidates.
-        if !self.quick.is_match(line) {
-            return None;
-        }
-        self.all
-            .find_overlapping_iter(line)
-            .flat_map(|hit| &self.rules[hit.pattern().as_usize()])
-            .find_map(|&index| visit(index))
-    }
-}
-
-/// Literals being collected, each with the rules that need it.
-#[derive(Default)]
-struct Collect {
-    literals: Vec<Vec<u8>>,
-    rules: Vec<Vec<usize>>,
-}
-
-impl Collect {
-    fn add(&mut self, literal: Vec<u8>, rule: usize) {
-        match self.literals.iter().position(|l| *l == literal) {
-            Some(at) => self.rules[at].push(rule),
-            None => {
-                self.literals.push(literal);
-                self.rules.push(vec![rule]);
-            }
-        }
-    }
 }
 
 /// Compiled filters.
 pub struct Matcher {
     rules: Vec<Rule>,
+    /// Every rule, in order, as one automaton: which of them match a line.
+    which: meta::Regex,
     /// Literals matched byte for byte (every built-in rule has one).
-    exact: Literals,
+    exact: Option<AhoCorasick>,
     /// Literals of case-insensitive rules, matched with ASCII case ignored.
-    folded: Option<Literals>,
-    /// Rules with no literal: tried on every line.
+    folded: Option<AhoCorasick>,
+    /// Some rule has no literal, so every line must go through `which`.
     always: Vec<usize>,
 }
 
 /// ESC starts the colour sequences Asterisk writes when its log has colour enabled.
 const ESC: u8 = 0x1b;
 
+/// The regex crate's settings for `regex::bytes` with `unicode(false)`, for the engines used
+/// directly: ASCII classes, `.` matches any byte.
+fn syntax() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// The same bound as [`pattern::compile`]'s.
+const NFA_SIZE_LIMIT: usize = 1 << 22;
+
+/// An automaton answering "does any literal occur here?" with SIMD (Teddy) when it can.
+fn literals(literals: &[Vec<u8>], fold: bool) -> Result<Option<AhoCorasick>, PatternError> {
+    if literals.is_empty() {
+        return Ok(None);
+    }
+    AhoCorasick::builder()
+        .match_kind(LiteralKind::LeftmostFirst)
+        .ascii_case_insensitive(fold)
+        .build(literals)
+        .map(Some)
+        .map_err(|e| PatternError::Regex {
+            rule: "(prefilter)".into(),
+            message: e.to_string(),
+        })
+}
+
+/// Adds `literal` unless it is there already.
+fn add_once(list: &mut Vec<Vec<u8>>, literal: Vec<u8>) {
+    if !list.contains(&literal) {
+        list.push(literal);
+    }
+}
+
 impl Matcher {
     /// Compiles the given filters; the first bad rule is reported.
     pub fn new(filters: &[FilterSpec]) -> Result<Matcher, PatternError> {
         let mut rules = Vec::new();
-        let mut exact = Collect::default();
-        let mut folded = Collect::default();
+        let mut patterns = Vec::new();
+        let mut exact = Vec::new();
+        let mut folded = Vec::new();
         let mut always = Vec::new();
         for filter in filters {
             let filter_name: Arc<str> = filter.name.as_str().into();
@@ -148,34 +133,58 @@ impl Matcher {
                     .position(|n| n == Some("host"))
                     .expect("compile adds a host group");
                 let ext = regex.capture_names().position(|n| n == Some("ext"));
+                let backtrack = BoundedBacktracker::builder()
+                    .syntax(syntax())
+                    .thompson(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
+                    .build(&anchored)
+                    .map_err(|e| PatternError::Regex {
+                        rule: spec.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                match prefilter::derive(&spec.name, &anchored, spec.literal.as_deref())? {
+                    Prefilter::Exact(list) => {
+                        list.into_iter().for_each(|l| add_once(&mut exact, l))
+                    }
+                    Prefilter::Folded(list) => {
+                        list.into_iter().for_each(|l| add_once(&mut folded, l))
+                    }
+                    Prefilter::Always => always.push(index),
+                }
+                patterns.push(anchored);
                 rules.push(Rule {
                     filter: filter_name.clone(),
                     name: spec.name.as_str().into(),
                     evidence: spec.evidence,
                     kind: spec.kind,
                     regex,
+                    backtrack,
                     host,
                     ext,
                 });
-                match prefilter::derive(&spec.name, &anchored, spec.literal.as_deref())? {
-                    Prefilter::Exact(literals) => {
-                        literals.into_iter().for_each(|l| exact.add(l, index))
-                    }
-                    Prefilter::Folded(literals) => {
-                        literals.into_iter().for_each(|l| folded.add(l, index))
-                    }
-                    Prefilter::Always => always.push(index),
-                }
             }
         }
+        let which = meta::Regex::builder()
+            .syntax(syntax())
+            .configure(
+                meta::Config::new()
+                    // Every pattern spans the whole line, so the match is the first rule,
+                    // in order, that matches.
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .nfa_size_limit(Some(NFA_SIZE_LIMIT.saturating_mul(rules.len().max(1))))
+                    // Room for the states of many rules' lines, so the DFA is not rebuilt
+                    // over and over on a busy log.
+                    .hybrid_cache_capacity(16 << 20),
+            )
+            .build_many(&patterns)
+            .map_err(|e| PatternError::Regex {
+                rule: "(all rules)".into(),
+                message: e.to_string(),
+            })?;
         Ok(Matcher {
             rules,
-            exact: Literals::build(&exact.literals, exact.rules, false)?,
-            folded: if folded.literals.is_empty() {
-                None
-            } else {
-                Some(Literals::build(&folded.literals, folded.rules, true)?)
-            },
+            which,
+            exact: literals(&exact, false)?,
+            folded: literals(&folded, true)?,
             always,
         })
     }
@@ -192,35 +201,38 @@ impl Matcher {
 
     /// Matches one line (without its newline), reusing `scratch` between calls.
     pub fn find_with(&self, line: &[u8], scratch: &mut Scratch) -> Option<Match> {
-        let Scratch { ansi, locations } = scratch;
+        let Scratch {
+            ansi,
+            backtrack,
+            locations,
+        } = scratch;
         let line = if memchr::memchr(ESC, line).is_some() {
             strip_ansi(line, ansi);
             ansi.as_slice()
         } else {
             line
         };
-        self.candidates(line, |index| self.try_rule(index, line, locations))
+        if self.always.is_empty() && !self.has_literal(line) {
+            return None;
+        }
+        let first = self
+            .which
+            .search(&Input::new(line).anchored(Anchored::Yes))?
+            .pattern()
+            .as_usize();
+        self.capture(first, line, backtrack, locations).or_else(|| {
+            // The first rule's `<HOST>` is no address (`999.1.1.1`): a later rule may still
+            // match the line with one.
+            (first + 1..self.rules.len())
+                .filter(|&index| self.rules[index].regex.is_match(line))
+                .find_map(|index| self.capture(index, line, backtrack, locations))
+        })
     }
 
-    /// Calls `visit` with each rule the prefilter admits for `line` (once each), until it
-    /// returns something.
-    fn candidates<T>(&self, line: &[u8], mut visit: impl FnMut(usize) -> Option<T>) -> Option<T> {
-        // At most a handful of literals occur in one line; a small bitmap dedupes rules.
-        let mut tried = [0u64; 4];
-        let mut once = |index: usize| -> Option<T> {
-            if index < 256 {
-                let (word, bit) = (index / 64, 1u64 << (index % 64));
-                if tried[word] & bit != 0 {
-                    return None;
-                }
-                tried[word] |= bit;
-            }
-            visit(index)
-        };
-        self.exact
-            .visit(line, &mut once)
-            .or_else(|| self.folded.as_ref()?.visit(line, &mut once))
-            .or_else(|| self.always.iter().find_map(|&index| once(index)))
+    /// Whether one of the rules' literals occurs in `line`.
+    fn has_literal(&self, line: &[u8]) -> bool {
+        self.exact.as_ref().is_some_and(|a| a.is_match(line))
+            || self.folded.as_ref().is_some_and(|a| a.is_match(line))
     }
 
     /// [`Matcher::find_with`] with a throw-away scratch buffer.
@@ -228,24 +240,43 @@ impl Matcher {
         self.find_with(line, &mut Scratch::default())
     }
 
-    fn try_rule(
+    /// The groups of rule `index` in `line`, which it is known to match.
+    fn capture(
         &self,
         index: usize,
         line: &[u8],
+        backtrack: &mut Vec<Option<(backtrack::Cache, Captures)>>,
         locations: &mut Vec<Option<CaptureLocations>>,
     ) -> Option<Match> {
         let rule = &self.rules[index];
-        if locations.len() <= index {
-            locations.resize_with(index + 1, || None);
-        }
-        let locs = locations[index].get_or_insert_with(|| rule.regex.capture_locations());
-        rule.regex.captures_read(locs, line)?;
-        let (start, end) = locs.get(rule.host)?;
-        let ip = parse_host(&line[start..end])?;
-        let extension = rule
-            .ext
-            .and_then(|group| locs.get(group))
-            .map(|(start, end)| String::from_utf8_lossy(&line[start..end]).into());
+        let (host, ext) = if line.len() <= rule.backtrack.max_haystack_len() {
+            if backtrack.len() <= index {
+                backtrack.resize_with(index + 1, || None);
+            }
+            let (cache, caps) = backtrack[index].get_or_insert_with(|| {
+                (
+                    rule.backtrack.create_cache(),
+                    rule.backtrack.create_captures(),
+                )
+            });
+            rule.backtrack
+                .try_search(cache, &Input::new(line).anchored(Anchored::Yes), caps)
+                .ok()?;
+            let span = |group| caps.get_group(group).map(|s| (s.start, s.end));
+            (span(rule.host)?, rule.ext.and_then(span))
+        } else {
+            if locations.len() <= index {
+                locations.resize_with(index + 1, || None);
+            }
+            let locs = locations[index].get_or_insert_with(|| rule.regex.capture_locations());
+            rule.regex.captures_read(locs, line)?;
+            (
+                locs.get(rule.host)?,
+                rule.ext.and_then(|group| locs.get(group)),
+            )
+        };
+        let ip = parse_host(&line[host.0..host.1])?;
+        let extension = ext.map(|(start, end)| String::from_utf8_lossy(&line[start..end]).into());
         Some(Match {
             filter: rule.filter.clone(),
             rule: rule.name.clone(),
@@ -261,8 +292,7 @@ impl Matcher {
 impl Matcher {
     /// Whether the prefilter lets rule `index` run on `line`.
     pub(crate) fn admits(&self, index: usize, line: &[u8]) -> bool {
-        self.candidates(line, |i| (i == index).then_some(()))
-            .is_some()
+        self.always.contains(&index) || self.has_literal(line)
     }
 
     /// Whether rule `index`'s regex matches `line` (prefilter aside).
@@ -390,6 +420,51 @@ mod tests {
                 .to_string(),
             "fe80::1"
         );
+    }
+
+    /// The first rule in order that matches wins, wherever the literals of others sit in
+    /// the line; a rule whose `<HOST>` is no address gives way to the next one that matches.
+    #[test]
+    fn rules_are_tried_in_order() {
+        let m = Matcher::new(&[
+            filter(
+                "a",
+                &[("late-literal", r".* from <HOST> after login failed")],
+            ),
+            filter("b", &[("early-literal", r"login failed <HOST> from .*")]),
+        ])
+        .unwrap();
+        let hit = m
+            .find(b"login failed 192.0.2.8 from 192.0.2.7 after login failed")
+            .unwrap();
+        assert_eq!(
+            (&*hit.rule, hit.ip.to_string().as_str()),
+            ("late-literal", "192.0.2.7")
+        );
+        let hit = m
+            .find(b"login failed 192.0.2.8 from 999.0.2.7 after login failed")
+            .unwrap();
+        assert_eq!(
+            (&*hit.rule, hit.ip.to_string().as_str()),
+            ("early-literal", "192.0.2.8")
+        );
+        assert!(
+            m.find(b"login failed 999.0.2.8 from 999.0.2.7 after login failed")
+                .is_none()
+        );
+    }
+
+    /// A line longer than the backtracker's memory bound is still matched (by the regex).
+    #[test]
+    fn very_long_lines_match_too() {
+        let m = Matcher::new(&[filter("a", &[("one", "login failed (?:.*) for <HOST>")])]).unwrap();
+        let long = m.rules[0].backtrack.max_haystack_len() + 100;
+        let mut line = b"login failed ".to_vec();
+        line.resize(line.len() + long, b'x');
+        line.extend_from_slice(b" for 192.0.2.9");
+        assert_eq!(m.find(&line).unwrap().ip.to_string(), "192.0.2.9");
+        line.extend_from_slice(b" trailing");
+        assert!(m.find(&line).is_none());
     }
 
     #[test]

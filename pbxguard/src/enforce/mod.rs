@@ -10,6 +10,7 @@ pub mod overlap;
 pub mod perimeter;
 pub mod program;
 pub mod xdp;
+pub mod xdp_log;
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ use pbxguard_common::{
 use super::{
     EnforceError, ReasonStats, RuleOff,
     overlap::{BanTable, Expiry},
+    xdp_log::{self, LogReader},
 };
 
 /// The compiled XDP object, built by `build.rs` from the `pbxguard-ebpf` crate.
@@ -300,6 +301,9 @@ pub struct XdpProgram {
     table: BanTable,
     perimeter: super::perimeter::PerimeterMaps,
     events: Option<aya::maps::RingBuf<MapData>>,
+    /// The `xdp-log` thread forwarding the program's diagnostics, while the tracing filter
+    /// keeps any of them.
+    _log: Option<LogReader>,
 }
 
 pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
@@ -369,8 +373,18 @@ impl XdpProgram {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
+        // The program writes only the diagnostics the tracing filter keeps (read-only
+        // data: the verifier drops the rest as dead code); an object without aya-log has
+        // no such global, which is fine.
+        let log_level = xdp_log::level();
+        loader.override_global(aya_log::LEVEL, &log_level, false);
         let mut ebpf = loader.load(OBJECT)?;
         let (name, rules_off) = load_program(&mut ebpf, options.force_no_scanner)?;
+        let log = if log_level == 0 {
+            None
+        } else {
+            LogReader::start(&mut ebpf)
+        };
         let mut bans = BanMaps::take(&mut ebpf, options.max_bans)?;
         warn_if_resized(&bans.tries, options.max_bans);
         let moved = bans.migrate()?;
@@ -409,6 +423,7 @@ impl XdpProgram {
             table: BanTable::default(),
             perimeter: super::perimeter::PerimeterMaps::take(&mut ebpf)?,
             events: Some(take(&mut ebpf, maps::EVENTS)?),
+            _log: log,
             ebpf,
             name,
             rules_off,
