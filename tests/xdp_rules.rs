@@ -17,7 +17,7 @@ use pbxguard::{
 };
 use pbxguard_common::{
     BanEntry, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, MAX_V6_EXT_HEADERS, PROGRAM_NAME,
-    PROGRAM_NAME_BASIC, PortKey, Settings,
+    PROGRAM_NAME_BASIC, PortKey, SCAN_WINDOW, Settings,
 };
 use testenv::frames::{Ext, Frame, ext_chains, sip_request, udp6_datagram};
 
@@ -539,6 +539,54 @@ fn fragments_and_cut_headers_are_judged_by_the_first_fragment() {
         assert_eq!(run(&mut p, &frame), XDP_PASS);
     }
     assert_eq!(count(&p, "unclassified"), 3);
+}
+
+/// The header search steps over the payload a word at a time: a scanner's User-Agent line is
+/// found at every byte offset up to the end of the 512-byte window and not after it, behind
+/// header lines short enough to put several newlines in one word, and behind a look-alike
+/// header name; a friendly User-Agent at the same offsets passes.
+#[test]
+fn the_user_agent_is_found_at_every_offset_of_the_window() {
+    let mut p = program();
+    p.set_perimeter(&perimeter()).unwrap();
+    let mut drops = 0;
+    for filler in 0..480 {
+        for (ua, scanner) in [
+            ("User-Agent: friendly-scanner", true),
+            ("User-Agent: Yealink SIP-T46S", false),
+        ] {
+            let mut payload = sip_request(ua, filler);
+            // Short lines and a look-alike before the real header.
+            let at = payload.windows(6).position(|w| w == b"\nFrom:").unwrap() + 1;
+            payload.splice(
+                at..at,
+                b"a:1\r\nb:\r\nUser-Agenx: sipvicious\r\n".iter().copied(),
+            );
+            let newline = payload
+                .windows(11)
+                .position(|w| w.eq_ignore_ascii_case(b"\nUser-Agent"))
+                .unwrap();
+            let expected = if scanner && newline < SCAN_WINDOW {
+                drops += 1;
+                XDP_DROP
+            } else {
+                XDP_PASS
+            };
+            let verdict = run(
+                &mut p,
+                &Frame::ethernet().udp4(STRANGER, PBX, 5060, &payload),
+            );
+            assert_eq!(
+                verdict, expected,
+                "{ua} with its line at payload byte {newline}"
+            );
+        }
+    }
+    assert!(
+        drops > 300 && drops < 480,
+        "the sweep crosses the window's end: {drops}"
+    );
+    assert_eq!(count(&p, "sip_scanner"), drops);
 }
 
 #[test]
