@@ -13,14 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use pbxguard::enforce::{
-    perimeter::Perimeter,
-    program::{LoadOptions, XdpProgram},
-    xdp_log::TARGET,
-};
+use pbxguard::enforce::{perimeter::Perimeter, xdp_log::TARGET};
 use pbxguard_common::{MAX_V6_EXT_HEADERS, PROGRAM_NAME, PROGRAM_NAME_BASIC, PortKey, Settings};
-use testenv::frames::{Frame, ext_chains, sip_request, udp6_datagram};
+use testenv::{
+    frames::{Frame, ext_chains, sip_request, udp6_datagram},
+    xdp::{count, load, run_repeated},
+};
 
 const PBX: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -82,25 +80,6 @@ fn lines_with(part: &str) -> usize {
         .count()
 }
 
-fn load(force_no_scanner: bool) -> XdpProgram {
-    XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1024,
-        force_no_scanner,
-    })
-    .expect("program loads (run as root)")
-}
-
-fn run(p: &mut XdpProgram, frame: &[u8], repeat: u32) {
-    p.xdp()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })
-        .expect("test run");
-}
-
 fn sip_perimeter(settings: Settings, signatures: &[&str]) -> Perimeter {
     Perimeter {
         protect: vec![],
@@ -112,15 +91,6 @@ fn sip_perimeter(settings: Settings, signatures: &[&str]) -> Perimeter {
         settings,
         signatures: signatures.iter().map(|s| s.to_string()).collect(),
     }
-}
-
-fn count(p: &XdpProgram, reason: &str) -> u64 {
-    p.counters()
-        .unwrap()
-        .iter()
-        .find(|r| r.reason == reason)
-        .unwrap()
-        .packets
 }
 
 /// Scanner hits with nobody reading `EVENTS`: once the ring is full, events are lost, and
@@ -148,11 +118,11 @@ fn a_full_event_ring_is_logged_at_debug_through_tracing() {
     );
     let note = "a scanner detection event was lost";
     // Room in the ring: no note.
-    run(&mut p, &frame, 100);
+    run_repeated(&mut p, &frame, 100);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lines_with(note), 0, "the ring is not full yet");
 
-    run(&mut p, &frame, OVERFILL);
+    run_repeated(&mut p, &frame, OVERFILL);
     assert_eq!(count(&p, "sip_scanner"), 100 + u64::from(OVERFILL));
     let line = wait_for_line(&[
         " DEBUG ",
@@ -205,7 +175,7 @@ fn the_basic_program_notes_a_full_ring_and_an_overlong_ipv6_chain() {
     ))
     .unwrap();
     let flood = Frame::ethernet().udp4(STRANGER, PBX, 5060, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
-    run(&mut p, &flood, OVERFILL);
+    run_repeated(&mut p, &flood, OVERFILL);
     assert!(count(&p, "sip_flood") >= u64::from(OVERFILL) - 2);
     let line = wait_for_line(&[
         " DEBUG ",
@@ -224,7 +194,7 @@ fn the_basic_program_notes_a_full_ring_and_an_overlong_ipv6_chain() {
         17,
         &udp6_datagram(STRANGER6, PBX6, 5060, b"x"),
     );
-    run(&mut p, &frame, 1);
+    run_repeated(&mut p, &frame, 1);
     assert_eq!(count(&p, "unclassified"), 1);
     let line = wait_for_line(&[
         " DEBUG ",

@@ -8,7 +8,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use pbxguard::{
     enforce::{
         clock,
@@ -17,7 +16,10 @@ use pbxguard::{
     units::parse_net,
 };
 use pbxguard_common::BanEntry;
-use testenv::frames::Frame;
+use testenv::{
+    frames::Frame,
+    xdp::{count, program, run},
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -28,41 +30,10 @@ const PBX: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const ATTACKER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 7);
 const PBX6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 
-fn program() -> XdpProgram {
-    XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1024,
-        ..Default::default()
-    })
-    .expect("program loads (run as root)")
-}
-
-fn run(program: &mut XdpProgram, frame: &[u8]) -> u32 {
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    program
-        .xdp()
-        .test_run(opts)
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value
-}
-
 fn ban(program: &mut XdpProgram, net: &str) {
     program
         .insert_ban(parse_net(net).unwrap(), BanEntry { expires_boot_ns: 0 })
         .unwrap();
-}
-
-fn count(program: &XdpProgram, reason: &str) -> u64 {
-    program
-        .counters()
-        .unwrap()
-        .iter()
-        .find(|r| r.reason == reason)
-        .unwrap()
-        .packets
 }
 
 fn sip4(src: Ipv4Addr) -> Vec<u8> {

@@ -7,11 +7,10 @@ mod testenv;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use pbxguard::{
     enforce::{
         perimeter::{Perimeter, ProtectRule},
-        program::{LoadOptions, XdpProgram},
+        program::XdpProgram,
     },
     units::parse_net,
 };
@@ -19,7 +18,10 @@ use pbxguard_common::{
     BanEntry, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, MAX_V6_EXT_HEADERS, PROGRAM_NAME,
     PROGRAM_NAME_BASIC, PortKey, SCAN_WINDOW, Settings,
 };
-use testenv::frames::{Ext, Frame, ext_chains, sip_request, udp6_datagram};
+use testenv::{
+    frames::{Ext, Frame, ext_chains, sip_request, udp6_datagram},
+    xdp::{count, load, program, run},
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -32,38 +34,6 @@ const STRANGER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 7);
 const TRUSTED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 9);
 /// Allowlisted in the tests that need one.
 const ALLOWED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa11, 0, 0, 0, 0, 1);
-
-fn program() -> XdpProgram {
-    load(false)
-}
-
-fn load(force_no_scanner: bool) -> XdpProgram {
-    XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1024,
-        force_no_scanner,
-    })
-    .expect("program loads (run as root)")
-}
-
-fn run(p: &mut XdpProgram, frame: &[u8]) -> u32 {
-    p.xdp()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })
-        .expect("test run")
-        .return_value
-}
-
-fn count(p: &XdpProgram, reason: &str) -> u64 {
-    p.counters()
-        .unwrap()
-        .iter()
-        .find(|r| r.reason == reason)
-        .unwrap()
-        .packets
-}
 
 fn udp(port: u16) -> PortKey {
     PortKey {
