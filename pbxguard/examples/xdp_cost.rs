@@ -22,7 +22,13 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+// The frame builders the XDP tests use.
+#[path = "../../tests/testenv/frames.rs"]
+#[allow(dead_code)]
+mod frames;
+
 use aya::programs::{TestRun as _, TestRunOptions};
+use frames::Frame;
 use ipnet::IpNet;
 use pbxguard::{
     config::Config,
@@ -55,51 +61,14 @@ impl Rng {
     }
 }
 
+/// A UDP/IPv4 frame from `src` to the PBX's `port`.
 fn udp4(src: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + payload.len()) as u16;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        17,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&PBX.octets());
-    let len = (8 + payload.len()) as u16;
-    f.extend_from_slice(&[
-        0x9c,
-        0x40,
-        (port >> 8) as u8,
-        port as u8,
-        (len >> 8) as u8,
-        len as u8,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(payload);
-    f
+    Frame::ethernet().udp4(src, PBX, port, payload)
 }
 
-/// A TCP SYN from `src` to the PBX's `port`.
-fn tcp4_syn(src: Ipv4Addr, port: u16) -> Vec<u8> {
-    let mut f = udp4(src, port, &[0u8; 12]);
-    // Protocol 6, and a 20-byte TCP header (SYN) where the UDP header and payload were.
-    f[14 + 9] = 6;
-    let tcp = &mut f[14 + 20..];
-    tcp[4..].fill(0);
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
-    f
+/// A UDP/IPv6 frame from `src` to the PBX's `port`.
+fn udp6(src: Ipv6Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    Frame::ethernet().udp6(src, PBX6, port, &[], payload)
 }
 
 /// The default config's perimeter with the flood limit out of reach (its bucket is still
@@ -143,27 +112,6 @@ fn dependent_load_ns(bytes: usize) -> f64 {
     }
     std::hint::black_box(at);
     started.elapsed().as_nanos() as f64 / steps as f64
-}
-
-fn udp6(src: Ipv6Addr, port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x86, 0xdd]);
-    let len = (8 + payload.len()) as u16;
-    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 17, 64]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&PBX6.octets());
-    f.extend_from_slice(&[
-        0x9c,
-        0x40,
-        (port >> 8) as u8,
-        port as u8,
-        (len >> 8) as u8,
-        len as u8,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(payload);
-    f
 }
 
 /// Mean ns per run of `frame` repeated a million times in the kernel.
@@ -291,7 +239,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     })?;
     program.set_perimeter(&perimeter)?;
-    let protected = hot(&mut program, &tcp4_syn(stranger, 5038));
+    let protected = hot(&mut program, &Frame::ethernet().tcp4(stranger, PBX, 5038));
     // One run per frame, as a scanner's packet is dropped once and its source then banned
     // (a repeated one would also meet the flood bucket it filled).
     let scanner_frames: Vec<Vec<u8>> = (0..10_000u32)
