@@ -11,98 +11,43 @@
 //! nothing. Needs root and Debian's `netsniff-ng` (trafgen).
 
 use std::{
-    net::Ipv4Addr,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
+// The setup the enforcement benchmarks share.
+#[path = "support/mod.rs"]
+mod support;
+
 use ipnet::IpNet;
-use nix::sched::{CloneFlags, setns};
-use pbxguard::{
-    config::Config,
-    enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
-};
-use pbxguard_lab::{ATTACKER, INSIDE_IF, Lab, PBX, PHONE};
+use pbxguard::enforce::Enforcer;
+use pbxguard_lab::{ATTACKER, Lab, PHONE};
 
 /// Packets per second sent in every case.
 const RATE: u64 = 100_000;
 /// How long each case sends.
 const SEND: Duration = Duration::from_secs(4);
 
-fn counted(enforcer: &dyn Enforcer, reason: &str) -> u64 {
-    enforcer
-        .stats()
-        .map(|s| {
-            s.iter()
-                .find(|r| r.reason == reason)
-                .map_or(0, |r| r.packets)
-        })
-        .unwrap_or(0)
-}
-
 /// Sends at RATE for SEND from `conf`; (CPU ns per packet counted under `reason`, packets).
 fn cost(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, u64) {
-    let before = counted(enforcer, reason);
+    let before = support::packets(enforcer, reason);
     let cpu = pbxguard_lab::busy_cpu_seconds();
-    let _ = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.outside.name,
-            "timeout",
-            "--signal=INT",
-        ])
-        .arg(SEND.as_secs().to_string())
-        .args(["trafgen", "--dev", "wan0", "--cpus", "1", "-q", "--rate"])
-        .arg(format!("{RATE}pps"))
-        .arg("--conf")
-        .arg(conf)
-        .output()
-        .expect("trafgen (apt-get install netsniff-ng)");
-    std::thread::sleep(Duration::from_millis(200));
+    support::trafgen(lab, conf, SEND, Some(RATE));
+    std::thread::sleep(support::DRAIN);
     let busy = pbxguard_lab::busy_cpu_seconds() - cpu;
-    let packets = counted(enforcer, reason) - before;
+    let packets = support::packets(enforcer, reason) - before;
     (busy * 1e9 / packets.max(1) as f64, packets)
-}
-
-fn frame_conf(dir: &Path, name: &str, mac: &str, source: Ipv4Addr) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "{{ eth(da={mac}), ipv4(saddr={source}, daddr={PBX}), udp(sp=40000, dp=9), fill(0x41, 18) }}\n"
-        ),
-    )
-    .expect("trafgen config");
-    path
 }
 
 fn main() -> anyhow::Result<()> {
     let lab = Lab::named("pbxg-cpp");
     let mac = lab.inside_mac();
     let dir = tempfile::Builder::new().prefix("pbxguard-cpp-").tempdir()?;
-    let banned = frame_conf(dir.path(), "banned.cfg", &mac, ATTACKER);
-    let unmatched = frame_conf(dir.path(), "unmatched.cfg", &mac, PHONE);
-    let config = Config::parse(
-        &format!(
-            "[daemon]\nbpffs = \"{}\"\n[enforce]\ninterfaces = [\"{INSIDE_IF}\"]\nxdp_mode = \"native\"\n",
-            dir.path().join("bpffs").display()
-        ),
-        Path::new("bench.toml"),
-    )?;
-    setns(
-        std::fs::File::open(lab.inside.path())?,
-        CloneFlags::CLONE_NEWNET,
-    )?;
-    let others: Vec<(IpNet, Option<std::time::SystemTime>)> = (1..100_000u32)
-        .map(|i| {
-            (
-                IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))),
-                None,
-            )
-        })
-        .collect();
+    let banned = support::frame_conf(dir.path(), "banned.cfg", &mac, ATTACKER, 9);
+    let unmatched = support::frame_conf(dir.path(), "unmatched.cfg", &mac, PHONE, 9);
+    let config = support::lab_config(dir.path())?;
+    support::enter_inside(&lab)?;
+    let others = support::other_bans(99_999);
     println!(
         "== CPU per packet at {RATE} packets/s (machine busy time / packets counted, generator included; {} s per case)",
         SEND.as_secs()
@@ -112,11 +57,8 @@ fn main() -> anyhow::Result<()> {
         "backend", "bans", "banned ns/pkt", "unmatched ns/pkt"
     );
     let started = Instant::now();
-    for backend in ["xdp", "nft"] {
-        let mut enforcer: Box<dyn Enforcer> = match backend {
-            "xdp" => Box::new(XdpEnforcer::start(&config)?),
-            _ => Box::new(NftEnforcer::start(&config)?),
-        };
+    for backend in support::BACKENDS {
+        let mut enforcer = support::start(backend, &config)?;
         enforcer.ban(IpNet::from(std::net::IpAddr::V4(ATTACKER)), None)?;
         for bans in [1usize, 100_000] {
             if bans > 1 {

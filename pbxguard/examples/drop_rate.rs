@@ -6,31 +6,24 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    process::Command,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
+// The setup the enforcement benchmarks share.
+#[path = "support/mod.rs"]
+mod support;
+
 use ipnet::IpNet;
-use nix::sched::{CloneFlags, setns};
 use pbxguard::{
     config::Config,
-    enforce::{Enforcer, nft::NftEnforcer, xdp::XdpEnforcer},
+    enforce::{Enforcer, xdp::XdpEnforcer},
 };
 use pbxguard_lab::{
-    ATTACKER, INSIDE_IF, Lab, PBX,
+    ATTACKER, Lab, PBX,
     bench_json::{record, record_all},
 };
 
 const FLOOD: Duration = Duration::from_secs(3);
-
-fn dropped_packets(enforcer: &dyn Enforcer, reason: &str) -> u64 {
-    enforcer
-        .stats()
-        .unwrap()
-        .iter()
-        .find(|r| r.reason == reason)
-        .map_or(0, |r| r.packets)
-}
 
 /// Floods from the attacker for FLOOD; returns (dropped packets/s, busy cores).
 fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
@@ -39,28 +32,14 @@ fn flood(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path) -> (f64, f64) {
 
 /// Like [`flood`], counting drops for `reason`.
 fn flood_counting(lab: &Lab, enforcer: &dyn Enforcer, conf: &Path, reason: &str) -> (f64, f64) {
-    let before = dropped_packets(enforcer, reason);
+    let before = support::packets(enforcer, reason);
     let cpu = pbxguard_lab::busy_cpu_seconds();
     let started = Instant::now();
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.outside.name,
-            "timeout",
-            "--signal=INT",
-        ])
-        .arg(format!("{}", FLOOD.as_secs()))
-        .args(["trafgen", "--dev", "wan0", "--cpus", "1", "-q", "--conf"])
-        .arg(conf)
-        .output()
-        .expect("trafgen (apt-get install netsniff-ng)");
-    let _ = status;
+    support::trafgen(lab, conf, FLOOD, None);
     let wall = started.elapsed().as_secs_f64();
     let busy = (pbxguard_lab::busy_cpu_seconds() - cpu) / wall;
-    // Let the last packets drain before reading the counter.
-    std::thread::sleep(Duration::from_millis(200));
-    let dropped = dropped_packets(enforcer, reason) - before;
+    std::thread::sleep(support::DRAIN);
+    let dropped = support::packets(enforcer, reason) - before;
     (dropped as f64 / wall, busy)
 }
 
@@ -70,35 +49,13 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("pbxguard-drop-")
         .tempdir()?;
-    let conf = dir.path().join("flood.cfg");
-    std::fs::write(
-        &conf,
-        format!(
-            "{{ eth(da={mac}), ipv4(saddr={ATTACKER}, daddr={PBX}), udp(sp=40000, dp=5060), fill(0x41, 18) }}\n"
-        ),
-    )?;
-    let config = Config::parse(
-        &format!(
-            "[daemon]\nbpffs = \"{}\"\n[enforce]\ninterfaces = [\"{INSIDE_IF}\"]\nxdp_mode = \"native\"\n",
-            dir.path().join("bpffs").display()
-        ),
-        Path::new("bench.toml"),
-    )?;
+    let conf = support::frame_conf(dir.path(), "flood.cfg", &mac, ATTACKER, 5060);
+    let config = support::lab_config(dir.path())?;
     // From here on this process (and every nft it runs) lives in the protected namespace.
-    setns(
-        std::fs::File::open(lab.inside.path())?,
-        CloneFlags::CLONE_NEWNET,
-    )?;
+    support::enter_inside(&lab)?;
 
     let attacker = IpNet::from(std::net::IpAddr::V4(ATTACKER));
-    let others: Vec<(IpNet, Option<SystemTime>)> = (1..100_000u32)
-        .map(|i| {
-            (
-                IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))),
-                None,
-            )
-        })
-        .collect();
+    let others = support::other_bans(99_999);
     println!(
         "== drop rate: UDP flood from one banned source over a veth pair (trafgen, one sender core, {} s each)",
         FLOOD.as_secs()
@@ -108,11 +65,8 @@ fn main() -> anyhow::Result<()> {
         "backend", "bans", "dropped pkt/s", "busy cores", "pkt/s per core", "add 100,000 bans"
     );
     let mut results = Vec::new();
-    for backend in ["xdp", "nft"] {
-        let mut enforcer: Box<dyn Enforcer> = match backend {
-            "xdp" => Box::new(XdpEnforcer::start(&config)?),
-            _ => Box::new(NftEnforcer::start(&config)?),
-        };
+    for backend in support::BACKENDS {
+        let mut enforcer = support::start(backend, &config)?;
         enforcer.ban(attacker, None)?;
         let (rate1, busy1) = flood(&lab, enforcer.as_ref(), &conf);
         let started = Instant::now();
@@ -319,13 +273,9 @@ fn perimeter_rules(lab: &Lab, config: &Config, dir: &Path, mac: &str) -> anyhow:
 /// A 100,000-entry blocklist feed (the attacker among them) on both backends: the time to
 /// swap it in, the drop rate with it loaded, and (XDP) the maps' memory.
 fn feed_rows(lab: &Lab, config: &Config, conf: &Path) -> anyhow::Result<()> {
-    let mut want: std::collections::BTreeMap<IpNet, u64> = (1..100_000u32)
-        .map(|i| {
-            (
-                IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))),
-                1,
-            )
-        })
+    let mut want: std::collections::BTreeMap<IpNet, u64> = support::other_bans(99_999)
+        .into_iter()
+        .map(|(net, _)| (net, 1))
         .collect();
     want.insert(IpNet::from(std::net::IpAddr::V4(ATTACKER)), 1);
     println!("\n== blocklist feed: 100,000 entries, UDP flood from a listed source");
@@ -333,11 +283,8 @@ fn feed_rows(lab: &Lab, config: &Config, conf: &Path) -> anyhow::Result<()> {
         "{:<8} {:>14} {:>11} {:>14} {:>12} {:>12}",
         "backend", "dropped pkt/s", "busy cores", "pkt/s per core", "load", "map memory"
     );
-    for backend in ["xdp", "nft"] {
-        let mut enforcer: Box<dyn Enforcer> = match backend {
-            "xdp" => Box::new(XdpEnforcer::start(config)?),
-            _ => Box::new(NftEnforcer::start(config)?),
-        };
+    for backend in support::BACKENDS {
+        let mut enforcer = support::start(backend, config)?;
         let started = Instant::now();
         enforcer.set_blocklist(&want)?;
         let load = started.elapsed();
