@@ -1,27 +1,29 @@
-//! Runs many filters over a line in one pass: an Aho-Corasick scan for the rules' literals
-//! rejects the vast majority of any PBX log (one SIMD scan, no allocation); a candidate line
-//! then goes through one lazy DFA holding every rule, which names the rules that match it in
-//! a single pass, and only the first of those extracts `<HOST>` with a bounded backtracker.
-//! Rules are tried in order (filters as listed, then their rules): the first that matches
-//! and whose `<HOST>` is an address wins.
+//! Runs many filters over a line: an Aho-Corasick scan for the rules' literals rejects the
+//! vast majority of any PBX log (one SIMD scan, no allocation) and names the rules whose
+//! literals a line holds. When that is one rule, splitting the line at the rule's
+//! placeholders ([`super::split`]) decides the match and reads `<HOST>`/`<EXT>` in one pass.
+//! Otherwise one lazy DFA holding every rule names the first rule that matches, in order
+//! (filters as listed, then their rules), and that rule's groups are read. The first rule
+//! that matches and whose `<HOST>` is an address wins.
 
 use std::{net::IpAddr, sync::Arc};
 
 use aho_corasick::{AhoCorasick, MatchKind as LiteralKind};
-use regex::bytes::{CaptureLocations, Regex};
 use regex_automata::{
-    Anchored, Input, MatchKind, meta,
+    Anchored, Input, MatchKind, PatternID, meta,
     nfa::thompson::{
         self,
         backtrack::{self, BoundedBacktracker},
+        pikevm::{self, PikeVM},
     },
-    util::{captures::Captures, syntax},
+    util::captures::Captures,
 };
 
 use super::{
     Evidence, FilterSpec, Kind,
     pattern::{self, PatternError},
     prefilter::{self, Prefilter},
+    split::{Outcome, Spans, Split, SplitCache},
 };
 
 /// A line that matched: which filter and rule, and the source address at the rule's
@@ -48,8 +50,11 @@ struct Rule {
     evidence: Evidence,
     kind: Kind,
     /// For lines too long for the backtracker's memory bound.
-    regex: Regex,
-    /// Extracts the groups of a line the DFA already matched, without a second DFA pass.
+    pikevm: PikeVM,
+    /// Reads the groups of a line the DFA already matched, when the rule's placeholders are
+    /// in its top-level sequence and the line splits one way (most lines of most rules).
+    split: Option<Split>,
+    /// Extracts the groups otherwise, without a second DFA pass.
     backtrack: BoundedBacktracker,
     /// Index of the `host` group among the regex's captures.
     host: usize,
@@ -61,9 +66,17 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Scratch {
     ansi: Vec<u8>,
-    /// Per rule, created on first use.
+    /// The rules whose literals a line holds.
+    candidates: Vec<usize>,
+    groups: GroupScratch,
+}
+
+/// What reading a rule's groups reuses, per rule, created on first use.
+#[derive(Debug, Default)]
+struct GroupScratch {
+    split: Vec<Option<SplitCache>>,
     backtrack: Vec<Option<(backtrack::Cache, Captures)>>,
-    locations: Vec<Option<CaptureLocations>>,
+    pikevm: Vec<Option<(pikevm::Cache, Captures)>>,
 }
 
 /// Compiled filters.
@@ -72,9 +85,9 @@ pub struct Matcher {
     /// Every rule, in order, as one automaton: which of them match a line.
     which: meta::Regex,
     /// Literals matched byte for byte (every built-in rule has one).
-    exact: Option<AhoCorasick>,
+    exact: Option<Literals>,
     /// Literals of case-insensitive rules, matched with ASCII case ignored.
-    folded: Option<AhoCorasick>,
+    folded: Option<Literals>,
     /// Some rule has no literal, so every line must go through `which`.
     always: Vec<usize>,
 }
@@ -82,35 +95,88 @@ pub struct Matcher {
 /// ESC starts the colour sequences Asterisk writes when its log has colour enabled.
 const ESC: u8 = 0x1b;
 
-/// The regex crate's settings for `regex::bytes` with `unicode(false)`, for the engines used
-/// directly: ASCII classes, `.` matches any byte.
-fn syntax() -> syntax::Config {
-    syntax::Config::new().unicode(false).utf8(false)
-}
-
-/// The same bound as [`pattern::compile`]'s.
+/// Bounds the memory one rule's automaton may take.
 const NFA_SIZE_LIMIT: usize = 1 << 22;
 
-/// An automaton answering "does any literal occur here?" with SIMD (Teddy) when it can.
-fn literals(literals: &[Vec<u8>], fold: bool) -> Result<Option<AhoCorasick>, PatternError> {
-    if literals.is_empty() {
-        return Ok(None);
+/// A rule's error from regex-automata.
+fn rule_error(rule: &str, error: impl std::fmt::Display) -> PatternError {
+    PatternError::Regex {
+        rule: rule.into(),
+        message: error.to_string(),
     }
-    AhoCorasick::builder()
-        .match_kind(LiteralKind::LeftmostFirst)
-        .ascii_case_insensitive(fold)
-        .build(literals)
-        .map(Some)
-        .map_err(|e| PatternError::Regex {
-            rule: "(prefilter)".into(),
-            message: e.to_string(),
-        })
 }
 
-/// Adds `literal` unless it is there already.
-fn add_once(list: &mut Vec<Vec<u8>>, literal: Vec<u8>) {
-    if !list.contains(&literal) {
-        list.push(literal);
+/// The rules' prefilter literals in one automaton, searched with SIMD (Teddy) when it can,
+/// and which rules each literal lets through.
+struct Literals {
+    automaton: AhoCorasick,
+    /// Per literal, the rules owning it or a literal that may start at the same place (one
+    /// a prefix of the other): a leftmost-first search reports only one of those.
+    owners: Vec<Vec<usize>>,
+}
+
+impl Literals {
+    /// `list` holds each literal once, with the rules owning it.
+    fn new(list: Vec<(Vec<u8>, Vec<usize>)>, fold: bool) -> Result<Option<Literals>, PatternError> {
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let key = |l: &[u8]| {
+            if fold {
+                l.to_ascii_lowercase()
+            } else {
+                l.to_vec()
+            }
+        };
+        let owners = list
+            .iter()
+            .map(|(literal, _)| {
+                let mut owners: Vec<usize> = list
+                    .iter()
+                    .filter(|(other, _)| {
+                        let (a, b) = (key(literal), key(other));
+                        a.starts_with(&b) || b.starts_with(&a)
+                    })
+                    .flat_map(|(_, rules)| rules.iter().copied())
+                    .collect();
+                owners.sort_unstable();
+                owners.dedup();
+                owners
+            })
+            .collect();
+        let automaton = AhoCorasick::builder()
+            .match_kind(LiteralKind::LeftmostFirst)
+            .ascii_case_insensitive(fold)
+            .build(list.iter().map(|(literal, _)| literal))
+            .map_err(|e| rule_error("(prefilter)", e))?;
+        Ok(Some(Literals { automaton, owners }))
+    }
+
+    /// Adds to `out` the rules owning a literal in `line`, stopping once it holds `enough`.
+    fn owners_in(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) {
+        let mut at = 0;
+        while out.len() < enough {
+            let Some(found) = self
+                .automaton
+                .find(aho_corasick::Input::new(line).range(at..))
+            else {
+                return;
+            };
+            for &rule in &self.owners[found.pattern().as_usize()] {
+                if !out.contains(&rule) {
+                    out.push(rule);
+                }
+            }
+            at = found.start() + 1;
+        }
+    }
+}
+
+/// Adds `literal` of rule `rule` to `list`.
+fn add_literal(list: &mut Vec<(Vec<u8>, Vec<usize>)>, literal: Vec<u8>, rule: usize) {
+    match list.iter_mut().find(|(l, _)| *l == literal) {
+        Some((_, rules)) => rules.push(rule),
+        None => list.push((literal, vec![rule])),
     }
 }
 
@@ -125,46 +191,48 @@ impl Matcher {
         for filter in filters {
             let filter_name: Arc<str> = filter.name.as_str().into();
             for spec in &filter.rules {
-                let anchored = pattern::anchored(&spec.name, &filter.prefix, &spec.regex)?;
-                let regex = pattern::compile(&spec.name, &filter.prefix, &spec.regex)?;
+                // Parsed once; every engine below is built from the same tree.
+                let hir = pattern::parse(&spec.name, &filter.prefix, &spec.regex)?;
                 let index = rules.len();
-                let host = regex
-                    .capture_names()
-                    .position(|n| n == Some("host"))
-                    .expect("compile adds a host group");
-                let ext = regex.capture_names().position(|n| n == Some("ext"));
+                let nfa = thompson::Compiler::new()
+                    .configure(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
+                    .build_from_hir(&hir)
+                    .map_err(|e| rule_error(&spec.name, e))?;
+                let groups = nfa.group_info();
+                let host = groups
+                    .to_index(PatternID::ZERO, "host")
+                    .expect("parse adds a host group");
+                let ext = groups.to_index(PatternID::ZERO, "ext");
                 let backtrack = BoundedBacktracker::builder()
-                    .syntax(syntax())
-                    .thompson(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
-                    .build(&anchored)
-                    .map_err(|e| PatternError::Regex {
-                        rule: spec.name.clone(),
-                        message: e.to_string(),
-                    })?;
-                match prefilter::derive(&spec.name, &anchored, spec.literal.as_deref())? {
-                    Prefilter::Exact(list) => {
-                        list.into_iter().for_each(|l| add_once(&mut exact, l))
-                    }
-                    Prefilter::Folded(list) => {
-                        list.into_iter().for_each(|l| add_once(&mut folded, l))
-                    }
+                    .build_from_nfa(nfa.clone())
+                    .map_err(|e| rule_error(&spec.name, e))?;
+                let pikevm = PikeVM::builder()
+                    .build_from_nfa(nfa)
+                    .map_err(|e| rule_error(&spec.name, e))?;
+                match prefilter::derive(&spec.name, &hir, spec.literal.as_deref())? {
+                    Prefilter::Exact(list) => list
+                        .into_iter()
+                        .for_each(|l| add_literal(&mut exact, l, index)),
+                    Prefilter::Folded(list) => list
+                        .into_iter()
+                        .for_each(|l| add_literal(&mut folded, l, index)),
                     Prefilter::Always => always.push(index),
                 }
-                patterns.push(anchored);
                 rules.push(Rule {
                     filter: filter_name.clone(),
                     name: spec.name.as_str().into(),
                     evidence: spec.evidence,
                     kind: spec.kind,
-                    regex,
+                    pikevm,
+                    split: Split::new(&hir, NFA_SIZE_LIMIT),
                     backtrack,
                     host,
                     ext,
                 });
+                patterns.push(hir);
             }
         }
         let which = meta::Regex::builder()
-            .syntax(syntax())
             .configure(
                 meta::Config::new()
                     // Every pattern spans the whole line, so the match is the first rule,
@@ -175,16 +243,13 @@ impl Matcher {
                     // over and over on a busy log.
                     .hybrid_cache_capacity(16 << 20),
             )
-            .build_many(&patterns)
-            .map_err(|e| PatternError::Regex {
-                rule: "(all rules)".into(),
-                message: e.to_string(),
-            })?;
+            .build_many_from_hir(&patterns)
+            .map_err(|e| rule_error("(all rules)", e))?;
         Ok(Matcher {
             rules,
             which,
-            exact: literals(&exact, false)?,
-            folded: literals(&folded, true)?,
+            exact: Literals::new(exact, false)?,
+            folded: Literals::new(folded, true)?,
             always,
         })
     }
@@ -203,8 +268,8 @@ impl Matcher {
     pub fn find_with(&self, line: &[u8], scratch: &mut Scratch) -> Option<Match> {
         let Scratch {
             ansi,
-            backtrack,
-            locations,
+            candidates,
+            groups,
         } = scratch;
         let line = if memchr::memchr(ESC, line).is_some() {
             strip_ansi(line, ansi);
@@ -212,27 +277,40 @@ impl Matcher {
         } else {
             line
         };
-        if self.always.is_empty() && !self.has_literal(line) {
-            return None;
+        if self.always.is_empty() {
+            // Only a rule owning a literal in the line can match it. When that is one rule,
+            // reading its groups decides (most lines); otherwise one pass of `which` picks
+            // the first matching rule in order.
+            candidates.clear();
+            self.candidates(line, candidates, 2);
+            match candidates[..] {
+                [] => return None,
+                [only] => return self.capture(only, line, groups),
+                _ => {}
+            }
         }
+        self.first_match(line, groups)
+    }
+
+    /// The first rule in order that matches `line` with an address, by `which`.
+    fn first_match(&self, line: &[u8], groups: &mut GroupScratch) -> Option<Match> {
         let first = self
             .which
             .search(&Input::new(line).anchored(Anchored::Yes))?
             .pattern()
             .as_usize();
-        self.capture(first, line, backtrack, locations).or_else(|| {
+        self.capture(first, line, groups).or_else(|| {
             // The first rule's `<HOST>` is no address (`999.1.1.1`): a later rule may still
             // match the line with one.
-            (first + 1..self.rules.len())
-                .filter(|&index| self.rules[index].regex.is_match(line))
-                .find_map(|index| self.capture(index, line, backtrack, locations))
+            (first + 1..self.rules.len()).find_map(|index| self.capture(index, line, groups))
         })
     }
 
-    /// Whether one of the rules' literals occurs in `line`.
-    fn has_literal(&self, line: &[u8]) -> bool {
-        self.exact.as_ref().is_some_and(|a| a.is_match(line))
-            || self.folded.as_ref().is_some_and(|a| a.is_match(line))
+    /// Adds to `out` the rules owning a literal in `line`, up to `enough` of them.
+    fn candidates(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) {
+        for literals in [&self.exact, &self.folded].into_iter().flatten() {
+            literals.owners_in(line, out, enough);
+        }
     }
 
     /// [`Matcher::find_with`] with a throw-away scratch buffer.
@@ -240,41 +318,10 @@ impl Matcher {
         self.find_with(line, &mut Scratch::default())
     }
 
-    /// The groups of rule `index` in `line`, which it is known to match.
-    fn capture(
-        &self,
-        index: usize,
-        line: &[u8],
-        backtrack: &mut Vec<Option<(backtrack::Cache, Captures)>>,
-        locations: &mut Vec<Option<CaptureLocations>>,
-    ) -> Option<Match> {
+    /// The match of rule `index` in `line`, if it matches with an address.
+    fn capture(&self, index: usize, line: &[u8], groups: &mut GroupScratch) -> Option<Match> {
         let rule = &self.rules[index];
-        let (host, ext) = if line.len() <= rule.backtrack.max_haystack_len() {
-            if backtrack.len() <= index {
-                backtrack.resize_with(index + 1, || None);
-            }
-            let (cache, caps) = backtrack[index].get_or_insert_with(|| {
-                (
-                    rule.backtrack.create_cache(),
-                    rule.backtrack.create_captures(),
-                )
-            });
-            rule.backtrack
-                .try_search(cache, &Input::new(line).anchored(Anchored::Yes), caps)
-                .ok()?;
-            let span = |group| caps.get_group(group).map(|s| (s.start, s.end));
-            (span(rule.host)?, rule.ext.and_then(span))
-        } else {
-            if locations.len() <= index {
-                locations.resize_with(index + 1, || None);
-            }
-            let locs = locations[index].get_or_insert_with(|| rule.regex.capture_locations());
-            rule.regex.captures_read(locs, line)?;
-            (
-                locs.get(rule.host)?,
-                rule.ext.and_then(|group| locs.get(group)),
-            )
-        };
+        let Spans { host, ext } = self.spans(index, line, groups)?;
         let ip = parse_host(&line[host.0..host.1])?;
         let extension = ext.map(|(start, end)| String::from_utf8_lossy(&line[start..end]).into());
         Some(Match {
@@ -286,18 +333,111 @@ impl Matcher {
             extension,
         })
     }
+
+    /// Where `<HOST>` and `<EXT>` sit in `line`, which rule `index` is known to match: by
+    /// splitting the line at the rule's placeholders when it splits one way, otherwise by
+    /// the backtracker (or the Pike VM, for lines beyond its memory bound). `None` when the
+    /// rule does not match after all.
+    fn spans(&self, index: usize, line: &[u8], groups: &mut GroupScratch) -> Option<Spans> {
+        let rule = &self.rules[index];
+        if let Some(split) = &rule.split {
+            let cache = per_rule(&mut groups.split, index, || split.create_cache());
+            match split.split(cache, line) {
+                Outcome::One(spans) => return Some(spans),
+                Outcome::NoMatch => return None,
+                Outcome::Unsure => {}
+            }
+        }
+        let input = Input::new(line).anchored(Anchored::Yes);
+        let caps = if line.len() <= rule.backtrack.max_haystack_len() {
+            let (cache, caps) = per_rule(&mut groups.backtrack, index, || {
+                (
+                    rule.backtrack.create_cache(),
+                    rule.backtrack.create_captures(),
+                )
+            });
+            rule.backtrack.try_search(cache, &input, caps).ok()?;
+            caps
+        } else {
+            let (cache, caps) = per_rule(&mut groups.pikevm, index, || {
+                (rule.pikevm.create_cache(), rule.pikevm.create_captures())
+            });
+            rule.pikevm.search(cache, &input, caps);
+            caps
+        };
+        rule.spans_of(caps)
+    }
+}
+
+impl Rule {
+    /// The placeholder spans in a search's captures; `None` when it did not match.
+    fn spans_of(&self, caps: &Captures) -> Option<Spans> {
+        let span = |group| caps.get_group(group).map(|s| (s.start, s.end));
+        Some(Spans {
+            host: span(self.host)?,
+            ext: self.ext.and_then(span),
+        })
+    }
+}
+
+/// Rule `index`'s entry in a per-rule scratch list, created on first use.
+fn per_rule<T>(list: &mut Vec<Option<T>>, index: usize, new: impl FnOnce() -> T) -> &mut T {
+    if list.len() <= index {
+        list.resize_with(index + 1, || None);
+    }
+    list[index].get_or_insert_with(new)
 }
 
 #[cfg(test)]
 impl Matcher {
     /// Whether the prefilter lets rule `index` run on `line`.
     pub(crate) fn admits(&self, index: usize, line: &[u8]) -> bool {
-        self.always.contains(&index) || self.has_literal(line)
+        let mut candidates = Vec::new();
+        self.candidates(line, &mut candidates, usize::MAX);
+        self.always.contains(&index) || candidates.contains(&index)
+    }
+
+    /// [`Matcher::find`] the slow way: `which` for every line the prefilter lets through.
+    pub(crate) fn find_by_which(&self, line: &[u8]) -> Option<Match> {
+        let mut candidates = Vec::new();
+        self.candidates(line, &mut candidates, 1);
+        if self.always.is_empty() && candidates.is_empty() {
+            return None;
+        }
+        self.first_match(line, &mut GroupScratch::default())
+    }
+
+    /// Rule `index`'s spans in `line` read by splitting, and by the backtracker.
+    pub(crate) fn spans_both(&self, index: usize, line: &[u8]) -> (Option<Outcome>, Option<Spans>) {
+        let rule = &self.rules[index];
+        let split = rule
+            .split
+            .as_ref()
+            .map(|split| split.split(&mut split.create_cache(), line));
+        let mut cache = rule.backtrack.create_cache();
+        let mut caps = rule.backtrack.create_captures();
+        rule.backtrack
+            .try_search(
+                &mut cache,
+                &Input::new(line).anchored(Anchored::Yes),
+                &mut caps,
+            )
+            .unwrap();
+        (split, rule.spans_of(&caps))
+    }
+
+    /// Whether rule `index` is read by splitting (its placeholders are top-level).
+    pub(crate) fn splits(&self, index: usize) -> bool {
+        self.rules[index].split.is_some()
     }
 
     /// Whether rule `index`'s regex matches `line` (prefilter aside).
     pub(crate) fn regex_matches(&self, index: usize, line: &[u8]) -> bool {
-        self.rules[index].regex.is_match(line)
+        let pikevm = &self.rules[index].pikevm;
+        pikevm.is_match(
+            &mut pikevm.create_cache(),
+            Input::new(line).anchored(Anchored::Yes),
+        )
     }
 }
 
@@ -465,6 +605,34 @@ mod tests {
         assert_eq!(m.find(&line).unwrap().ip.to_string(), "192.0.2.9");
         line.extend_from_slice(b" trailing");
         assert!(m.find(&line).is_none());
+    }
+
+    use proptest::prelude::*;
+
+    use crate::detect::testgen::{BUILTIN, builtin_lines, near_miss};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Deciding a line by its one candidate rule finds what `which` finds, on the
+        /// built-in rules' lines and on lines near them (cut short, one byte changed, or two
+        /// rules' lines joined).
+        #[test]
+        fn one_candidate_decides_as_which_does(
+            (_, line) in builtin_lines(),
+            (_, other) in builtin_lines(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            how in 0..4u8,
+        ) {
+            let m = &BUILTIN.0;
+            let line = match how {
+                0 => line,
+                1 | 2 => near_miss(line, at, byte, how == 1),
+                _ => [line, other].concat(),
+            };
+            prop_assert_eq!(m.find(&line), m.find_by_which(&line), "{:?}", String::from_utf8_lossy(&line));
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub mod filters;
 pub mod matcher;
 pub mod pattern;
 pub mod prefilter;
+pub mod split;
+#[cfg(test)]
+mod testgen;
 pub mod tracker;
 
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //! is anchored at both ends, so text an attacker controls (user names, From, User-Agent)
 //! cannot move the match to an address of their choosing.
 
-use regex::bytes::{Regex, RegexBuilder};
+use regex_syntax::{ParserBuilder, hir::Hir};
 
 /// The placeholder rules use for the source address.
 pub const HOST: &str = "<HOST>";
@@ -85,14 +85,15 @@ pub fn anchored(rule_name: &str, prefix: &str, rule: &str) -> Result<String, Pat
     Ok(format!(r"^(?:{body})[ \t\r]*$"))
 }
 
-/// Compiles `prefix` + `rule` into an anchored regex.
-pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
-    RegexBuilder::new(&anchored(rule_name, prefix, rule)?)
-        // ASCII classes, and `.` matches any byte: invalid UTF-8 in a user name must neither
-        // hide an attack line nor cost a decode. The prefilter parses with the same flags.
+/// Parses `prefix` + `rule` into the anchored regex every engine of the matcher is built
+/// from, once per rule. ASCII classes, and `.` matches any byte: invalid UTF-8 in a user name
+/// must neither hide an attack line nor cost a decode.
+pub fn parse(rule_name: &str, prefix: &str, rule: &str) -> Result<Hir, PatternError> {
+    ParserBuilder::new()
         .unicode(false)
-        .size_limit(1 << 22)
+        .utf8(false)
         .build()
+        .parse(&anchored(rule_name, prefix, rule)?)
         .map_err(|e| PatternError::Regex {
             rule: rule_name.into(),
             message: e.to_string(),
@@ -101,7 +102,18 @@ pub fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, Patte
 
 #[cfg(test)]
 mod tests {
+    use regex::bytes::{Regex, RegexBuilder};
+
     use super::*;
+
+    /// The rule as a `regex` (parsed by [`parse`] first, for its errors).
+    fn compile(rule_name: &str, prefix: &str, rule: &str) -> Result<Regex, PatternError> {
+        parse(rule_name, prefix, rule)?;
+        Ok(RegexBuilder::new(&anchored(rule_name, prefix, rule)?)
+            .unicode(false)
+            .build()
+            .unwrap())
+    }
 
     fn host(re: &Regex, line: &str) -> Option<String> {
         re.captures(line.as_bytes())

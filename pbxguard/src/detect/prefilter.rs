@@ -1,17 +1,14 @@
 //! The literals a rule's prefilter looks for, derived from the parsed regex so that a line
 //! the regex matches always contains one of them: a rule is only skipped when that is certain.
 //!
-//! The regex is parsed with the flags the matcher compiles it with (bytes, no Unicode). Each
+//! The regex is the one every engine of the matcher is built from (bytes, no Unicode). Each
 //! element of its top-level concatenation must match, so the prefix literals of the rest of
 //! the regex from any element on (regex-syntax's `Extractor`) form a sound set: every match
 //! contains one of them. The best finite set of long literals wins. ASCII case-insensitive
 //! parts (`(?i)`, `[Aa]`) are folded to lower case first and such literals are searched with
 //! ASCII case ignored; without any usable literal the rule runs on every line.
 
-use regex_syntax::{
-    ParserBuilder,
-    hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition, literal::Extractor},
-};
+use regex_syntax::hir::{Capture, Class, ClassBytes, Hir, HirKind, Repetition, literal::Extractor};
 
 use super::pattern::PatternError;
 
@@ -31,30 +28,17 @@ pub enum Prefilter {
     Always,
 }
 
-/// The prefilter of the rule `rule_name` whose anchored regex is `anchored`, using `given`
-/// (a rule's `literal`) when it is sound and refusing it when it is not.
-pub fn derive(
-    rule_name: &str,
-    anchored: &str,
-    given: Option<&str>,
-) -> Result<Prefilter, PatternError> {
-    // A pattern regex-syntax cannot parse does not compile either; that error comes from the
-    // regex itself, so here it only means "no prefilter".
-    let hir = ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(anchored)
-        .ok();
-    let exact = hir.as_ref().map(candidates).unwrap_or_default();
-    let folded = hir
-        .as_ref()
-        .and_then(|hir| {
-            let mut changed = false;
-            let folded = fold(hir, &mut changed);
-            changed.then(|| candidates(&folded))
-        })
-        .unwrap_or_default();
+/// The prefilter of the rule `rule_name` whose anchored regex ([`super::pattern::parse`]) is
+/// `hir`, using `given` (a rule's `literal`) when it is sound and refusing it when it is not.
+pub fn derive(rule_name: &str, hir: &Hir, given: Option<&str>) -> Result<Prefilter, PatternError> {
+    let exact = candidates(hir);
+    let mut changed = false;
+    let folded = fold(hir, &mut changed);
+    let folded = if changed {
+        candidates(&folded)
+    } else {
+        Vec::new()
+    };
     if let Some(literal) = given.filter(|l| !l.is_empty()) {
         let lit = literal.as_bytes();
         if exact
@@ -206,15 +190,16 @@ fn contains(haystack: &[u8], needle: &[u8], fold: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::LazyLock;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::detect::{FilterSpec, Matcher, RuleSpec, filters, pattern};
+    use crate::detect::{
+        FilterSpec, Matcher, RuleSpec, filters, pattern,
+        testgen::{BUILTIN, builtin_lines, user_lines, user_matcher},
+    };
 
     fn of(prefix: &str, rule: &str, given: Option<&str>) -> Result<Prefilter, PatternError> {
-        derive("r", &pattern::anchored("r", prefix, rule).unwrap(), given)
+        derive("r", &pattern::parse("r", prefix, rule).unwrap(), given)
     }
 
     fn exact(literals: &[&str]) -> Prefilter {
@@ -351,111 +336,6 @@ mod tests {
         }
     }
 
-    /// Lines the anchored regex of `prefix` + `rule` matches (anchors dropped: every
-    /// generated line is matched whole).
-    fn lines_of(prefix: &str, rule: &str) -> BoxedStrategy<Vec<u8>> {
-        let anchored = pattern::anchored("r", prefix, rule).unwrap();
-        let hir = ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(&anchored)
-            .unwrap();
-        proptest::string::bytes_regex_parsed(&without_looks(&hir))
-            .unwrap()
-            .boxed()
-    }
-
-    fn without_looks(hir: &Hir) -> Hir {
-        match hir.kind() {
-            HirKind::Look(_) => Hir::empty(),
-            HirKind::Concat(subs) => Hir::concat(subs.iter().map(without_looks).collect()),
-            HirKind::Alternation(subs) => {
-                Hir::alternation(subs.iter().map(without_looks).collect())
-            }
-            HirKind::Repetition(rep) => Hir::repetition(Repetition {
-                sub: Box::new(without_looks(&rep.sub)),
-                ..rep.clone()
-            }),
-            HirKind::Capture(cap) => Hir::capture(Capture {
-                sub: Box::new(without_looks(&cap.sub)),
-                ..cap.clone()
-            }),
-            _ => hir.clone(),
-        }
-    }
-
-    /// Every built-in filter in one matcher, as a source naming them all has.
-    static BUILTIN: LazyLock<(Matcher, Vec<(String, String)>)> = LazyLock::new(|| {
-        let specs = filters::builtin();
-        let rules = specs
-            .iter()
-            .flat_map(|f| f.rules.iter().map(|r| (f.prefix.clone(), r.regex.clone())))
-            .collect();
-        (Matcher::new(&specs).unwrap(), rules)
-    });
-
-    /// A line matched by one of the built-in rules, with the rule's index.
-    fn builtin_lines() -> impl Strategy<Value = (usize, Vec<u8>)> {
-        let arms: Vec<_> = BUILTIN
-            .1
-            .iter()
-            .enumerate()
-            .map(|(i, (prefix, rule))| lines_of(prefix, rule).prop_map(move |l| (i, l)))
-            .collect();
-        proptest::strategy::Union::new(arms)
-    }
-
-    /// One piece of a random user rule: text with (?i), escapes, classes, groups.
-    fn piece() -> impl Strategy<Value = String> {
-        let word = "[a-zA-Z]{1,8}";
-        prop_oneof![
-            word.prop_map(|w| w),
-            Just(" ".to_string()),
-            word.prop_map(|w| format!("(?i:{w})")),
-            word.prop_map(|w| format!("(?-i:{w})")),
-            Just("(?i)".to_string()),
-            Just("(?-i)".to_string()),
-            prop::sample::select(vec![
-                r"\x20", r"\.", r"\[", r"\]", r"\(", r"\)", r"\x3a", r"\t", r"\-", r"\*", r"\\",
-                r"\x41", r"\'",
-            ])
-            .prop_map(str::to_string),
-            prop::sample::select(vec![
-                "[a-z]+",
-                r"\d{1,3}",
-                "[^ ]*",
-                r"\S+",
-                "[Aa]",
-                "[0-9a-f]{2,4}",
-                ".*",
-                ".+?",
-                r"\w",
-                "[xX][yY]",
-            ])
-            .prop_map(str::to_string),
-            word.prop_map(|w| format!("(?:{w} )?")),
-            (word, word).prop_map(|(a, b)| format!("(?:{a}|{b})")),
-            (word, word).prop_map(|(a, b)| format!("(?i:{a}|{b})")),
-            word.prop_map(|w| format!("({w})")),
-        ]
-    }
-
-    /// A random `[[filter]]` prefix and rule (one `<HOST>`), and a line its regex matches.
-    fn user_lines() -> impl Strategy<Value = (String, String, Vec<u8>)> {
-        (
-            proptest::collection::vec(piece(), 0..4),
-            proptest::collection::vec(piece(), 0..8),
-            any::<prop::sample::Index>(),
-        )
-            .prop_flat_map(|(prefix, mut rule, at)| {
-                rule.insert(at.index(rule.len() + 1), "<HOST>".into());
-                let (prefix, rule) = (prefix.concat(), rule.concat());
-                let lines = lines_of(&prefix, &rule);
-                (Just(prefix), Just(rule), lines)
-            })
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
@@ -474,18 +354,7 @@ mod tests {
         /// The same for random user rules.
         #[test]
         fn the_prefilter_never_hides_a_user_rule_match((prefix, rule, line) in user_lines()) {
-            let alone = Matcher::new(&[FilterSpec {
-                name: "mine".into(),
-                prefix: prefix.clone(),
-                rules: vec![RuleSpec {
-                    name: "r".into(),
-                    regex: rule.clone(),
-                    literal: None,
-                    evidence: Default::default(),
-                    kind: Default::default(),
-                }],
-            }]);
-            let alone = alone.map_err(|e| TestCaseError::fail(format!("{prefix:?} {rule:?}: {e}")))?;
+            let alone = user_matcher(&prefix, &rule)?;
             prop_assert!(alone.regex_matches(0, &line), "generator: {:?}", String::from_utf8_lossy(&line));
             prop_assert!(
                 alone.admits(0, &line),
