@@ -1,10 +1,10 @@
 //! Runs many filters over a line: an Aho-Corasick scan for the rules' literals rejects the
 //! vast majority of any PBX log (one SIMD scan, no allocation) and names the rules whose
-//! literals a line holds. When that is one rule, splitting the line at the rule's
-//! placeholders ([`super::split`]) decides the match and reads `<HOST>`/`<EXT>` in one pass.
-//! Otherwise one lazy DFA holding every rule names the first rule that matches, in order
-//! (filters as listed, then their rules), and that rule's groups are read. The first rule
-//! that matches and whose `<HOST>` is an address wins.
+//! literals a line holds. When those are few, each is tried in order: splitting the line at
+//! the rule's placeholders ([`super::split`]) decides the match and reads `<HOST>`/`<EXT>`
+//! in one pass. Otherwise one lazy DFA holding every rule names the first rule that
+//! matches. Rules are tried in order (filters as listed, then their rules): the first that
+//! matches and whose `<HOST>` is an address wins.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -91,6 +91,9 @@ pub struct Matcher {
     /// Some rule has no literal, so every line must go through `which`.
     always: Vec<usize>,
 }
+
+/// Up to this many candidate rules are tried one by one rather than through `which`.
+const FEW_CANDIDATES: usize = 3;
 
 /// ESC starts the colour sequences Asterisk writes when its log has colour enabled.
 const ESC: u8 = 0x1b;
@@ -278,15 +281,17 @@ impl Matcher {
             line
         };
         if self.always.is_empty() {
-            // Only a rule owning a literal in the line can match it. When that is one rule,
-            // reading its groups decides (most lines); otherwise one pass of `which` picks
-            // the first matching rule in order.
+            // Only a rule owning a literal in the line can match it. When those are few,
+            // trying each in order decides (a rule that does not match usually fails within
+            // a few bytes of its literal); otherwise one pass of `which` picks the first
+            // matching rule.
             candidates.clear();
-            self.candidates(line, candidates, 2);
-            match candidates[..] {
-                [] => return None,
-                [only] => return self.capture(only, line, groups),
-                _ => {}
+            self.candidates(line, candidates, FEW_CANDIDATES + 1);
+            if candidates.len() <= FEW_CANDIDATES {
+                candidates.sort_unstable();
+                return candidates
+                    .iter()
+                    .find_map(|&rule| self.capture(rule, line, groups));
             }
         }
         self.first_match(line, groups)
@@ -594,6 +599,41 @@ mod tests {
         );
     }
 
+    /// A line holding the literals of more than [`FEW_CANDIDATES`] rules goes through the
+    /// DFA of every rule: the same order, and the same fallback to a later rule.
+    #[test]
+    fn many_candidates_are_decided_in_order_too() {
+        let m = Matcher::new(&[filter(
+            "a",
+            &[
+                ("one", r"alpha .* from <HOST>"),
+                ("two", r"beta .* from <HOST>"),
+                ("three", r"gamma .* from <HOST>"),
+                ("four", r".*delta.* at <HOST>.*"),
+                ("five", r".*epsilon.* on <HOST>"),
+            ],
+        )])
+        .unwrap();
+        let hit = m
+            .find(b"zeta alpha beta gamma delta epsilon at 192.0.2.5 on 192.0.2.6")
+            .unwrap();
+        assert_eq!(
+            (&*hit.rule, hit.ip.to_string().as_str()),
+            ("four", "192.0.2.5")
+        );
+        let hit = m
+            .find(b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 192.0.2.6")
+            .unwrap();
+        assert_eq!(
+            (&*hit.rule, hit.ip.to_string().as_str()),
+            ("five", "192.0.2.6")
+        );
+        assert!(
+            m.find(b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 999.0.2.6")
+                .is_none()
+        );
+    }
+
     /// A line longer than the backtracker's memory bound is still matched (by the regex).
     #[test]
     fn very_long_lines_match_too() {
@@ -614,11 +654,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
-        /// Deciding a line by its one candidate rule finds what `which` finds, on the
+        /// Deciding a line by its few candidate rules finds what `which` finds, on the
         /// built-in rules' lines and on lines near them (cut short, one byte changed, or two
         /// rules' lines joined).
         #[test]
-        fn one_candidate_decides_as_which_does(
+        fn few_candidates_decide_as_which_does(
             (_, line) in builtin_lines(),
             (_, other) in builtin_lines(),
             at in any::<prop::sample::Index>(),
