@@ -323,6 +323,39 @@ fn scanner_user_agents_are_dropped_in_any_case_and_position() {
     assert_eq!(events.last().unwrap().family, 4);
 }
 
+/// The program looks only at signatures starting like the User-Agent (its first two bytes,
+/// any case): ones sharing a start are all compared, a one-byte signature meets every
+/// User-Agent starting with it, and a new set replaces the old one entirely.
+#[test]
+fn scanner_signatures_sharing_a_start_or_replaced_at_runtime() {
+    let mut p = program();
+    let send = |p: &mut XdpProgram, ua: &str| {
+        run(
+            p,
+            &Frame::ethernet().udp4(STRANGER, PBX, 5060, &sip_request(ua, 10)),
+        )
+    };
+    let with = |signatures: &[&str]| Perimeter {
+        signatures: signatures.iter().map(|s| s.to_string()).collect(),
+        ..perimeter()
+    };
+    p.set_perimeter(&with(&["sipcli", "SIPScan", "sipvicious"]))
+        .unwrap();
+    for ua in ["sipcli/1", "sipscan", "SIPVicious 0.3"] {
+        assert_eq!(send(&mut p, &format!("User-Agent: {ua}")), XDP_DROP, "{ua}");
+    }
+    for ua in ["sipgate phone", "Siemens", "friendly-scanner"] {
+        assert_eq!(send(&mut p, &format!("User-Agent: {ua}")), XDP_PASS, "{ua}");
+    }
+    p.set_perimeter(&with(&["friendly-scanner", "Z"])).unwrap();
+    for ua in ["friendly-scanner", "zoiper", "Z"] {
+        assert_eq!(send(&mut p, &format!("User-Agent: {ua}")), XDP_DROP, "{ua}");
+    }
+    for ua in ["sipcli/1", "SIPVicious 0.3", "Yealink"] {
+        assert_eq!(send(&mut p, &format!("User-Agent: {ua}")), XDP_PASS, "{ua}");
+    }
+}
+
 #[test]
 fn scanner_check_is_off_without_signatures() {
     let mut p = program();

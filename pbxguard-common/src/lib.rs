@@ -37,6 +37,10 @@ pub mod maps {
     pub const BUCKETS: &str = "BUCKETS";
     /// Scanner User-Agent signatures ([`crate::Signature`] by index).
     pub const SCANNERS: &str = "SCANNERS";
+    /// Which signatures may match a User-Agent, by its first two folded bytes (hash,
+    /// [`crate::ScannerPrefix`] -> bit mask of [`SCANNERS`] indexes): most User-Agents start
+    /// unlike every signature and cost one lookup instead of a compare per signature.
+    pub const SCANNER_PREFIXES: &str = "SCANNER_PREFIXES";
     /// Ring buffer of [`crate::DetectionEvent`]s for the daemon.
     pub const EVENTS: &str = "EVENTS";
     /// Switches (one `u32` of `FLAG_*` bits). A map of its own rather than a field of
@@ -61,7 +65,7 @@ pub mod maps {
     /// dropped the packet), indexed by feed number.
     pub const FEED_COUNTERS: &str = "FEED_COUNTERS";
     /// Every map the daemon pins, in a stable order.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         ALLOW_V4,
         ALLOW_V6,
         BAN_V4,
@@ -85,6 +89,7 @@ pub mod maps {
         FEED_COUNTERS,
         BAN_EXACT_V4,
         BAN_EXACT_V6,
+        SCANNER_PREFIXES,
     ];
 }
 
@@ -109,6 +114,13 @@ pub const MAX_BUCKETS: u32 = 262_144;
 pub const MAX_SIGNATURES: u32 = 32;
 /// Longest scanner signature, in bytes.
 pub const SIGNATURE_LEN: usize = 32;
+/// Capacity of [`maps::SCANNER_PREFIXES`]: a one-byte signature takes a key for every
+/// folded second byte (128), longer ones one key each.
+pub const MAX_SCANNER_PREFIXES: u32 = MAX_SIGNATURES * 128;
+
+/// Key of [`maps::SCANNER_PREFIXES`]: the first two bytes of a User-Agent, folded as
+/// [`Signature`] folds them (`| 0x20`).
+pub type ScannerPrefix = [u8; 2];
 /// Geo map capacity per family (a full country database aggregates to well under this).
 pub const MAX_GEO: u32 = 1_048_576;
 /// Most IPv6 extension headers the program walks to find the ports. An RFC 8200 chain has

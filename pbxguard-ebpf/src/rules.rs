@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use pbxguard_common::{
     Bucket, Counter, DetectionEvent, EVENT_FLOOD, EVENT_SCANNER, FLAG_PORT_RULES, FOLD, MAX_BLOCK,
-    MAX_BUCKETS, MAX_FEEDS, MAX_GEO, MAX_PROTECTED_PORTS, MAX_SIGNATURES, MAX_SIP_PORTS,
-    MAX_TRUSTED, PortKey, SCAN_WINDOW, Settings, Signature,
+    MAX_BUCKETS, MAX_FEEDS, MAX_GEO, MAX_PROTECTED_PORTS, MAX_SCANNER_PREFIXES, MAX_SIGNATURES,
+    MAX_SIP_PORTS, MAX_TRUSTED, PortKey, SCAN_WINDOW, ScannerPrefix, Settings, Signature,
 };
 
 use crate::{
@@ -40,6 +40,9 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 static BUCKETS: LruHashMap<[u8; 16], Bucket> = LruHashMap::with_max_entries(MAX_BUCKETS, 0);
 #[map]
 static SCANNERS: Array<Signature> = Array::with_max_entries(MAX_SIGNATURES, 0);
+#[map]
+static SCANNER_PREFIXES: HashMap<ScannerPrefix, u32> =
+    HashMap::with_max_entries(MAX_SCANNER_PREFIXES, 0);
 #[map]
 static FLAGS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
@@ -457,9 +460,20 @@ pub fn scanner(ctx: &XdpContext, source: &Source, ip: usize, t: &Transport, s: &
         };
         *w = (word(buf, at) & keep) | FOLD;
     }
+    // Only the signatures starting like this User-Agent; most start like none.
+    let prefix = [ua[0] as u8, (ua[0] >> 8) as u8];
+    // SAFETY: plain lookup; the value is copied out at once. The key goes by reference: by
+    // value (as clippy suggests) the program fails verification with this toolchain.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let Some(candidates) = (unsafe { SCANNER_PREFIXES.get(&prefix) }).copied() else {
+        return false;
+    };
     for index in 0..MAX_SIGNATURES {
-        if index >= s.signatures {
+        if index >= s.signatures || candidates >> index == 0 {
             break;
+        }
+        if (candidates >> index) & 1 == 0 {
+            continue;
         }
         let Some(sig) = SCANNERS.get(index) else {
             break;

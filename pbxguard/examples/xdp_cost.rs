@@ -12,7 +12,9 @@
 //! `[[protect]]` rule (AMI, 5038/tcp, from 192.0.2.0/24). Cases: banned v4/v6 source,
 //! unmatched SIP request (flood bucket and scanner search run), unmatched non-SIP packet, at
 //! 1, 10,000, 100,000 and 1,000,000 bans; allowlisted, geo-blocked (a 300,000-network
-//! synthetic country set), protected port, scanner User-Agent at 1 ban. For scale: cold
+//! synthetic country set), protected port, scanner User-Agent at 1 ban, and the unmatched
+//! SIP request in parts (rule lookups only, plus the flood bucket, plus the scanner search)
+//! at 1 ban. For scale: cold
 //! banned sources at 1,000,000 *CIDR* (/31) bans, which live in the LPM trie, and the
 //! machine's latency of one dependent load that misses the caches (a pointer chase over
 //! 256 MiB), the floor under any lookup in a table too big for them. Prints numbers; asserts
@@ -246,6 +248,23 @@ fn main() -> anyhow::Result<()> {
         .map(|i| udp4(Ipv4Addr::from(0x6440_0000 + i), 5060, SCANNER))
         .collect();
     let scanner = cold(&mut program, &scanner_frames);
+    // Where the unmatched SIP request's cost goes: the same packet with the scanner check
+    // off, with the flood limit off, and with both off (only the lookups every packet meets).
+    let sip = udp4(stranger, 5060, SIP);
+    let mut parts = Vec::new();
+    for (flood, scanner_check) in [(true, false), (false, true), (false, false)] {
+        let mut part = perimeter.clone();
+        if !flood {
+            part.settings.flood_rate = 0;
+        }
+        if !scanner_check {
+            part.signatures.clear();
+        }
+        program.set_perimeter(&part)?;
+        parts.push(hot(&mut program, &sip));
+    }
+    program.set_perimeter(&perimeter)?;
+    let (flood_only, scanner_only, rules_only) = (parts[0], parts[1], parts[2]);
     let allowed = Ipv4Addr::new(203, 0, 113, 5);
     program.insert_allow(parse_net("203.0.113.0/24")?)?;
     let allowlisted = hot(&mut program, &udp4(allowed, 5060, SIP));
@@ -264,7 +283,14 @@ fn main() -> anyhow::Result<()> {
         "allowlisted: {allowlisted:.0} ns; geo-blocked with 300,000 /24s loaded: {geo_blocked:.0} ns; \
          protected port (AMI from a stranger): {protected:.0} ns; scanner User-Agent (10,000 sources, one run each): {scanner:.0} ns"
     );
+    println!(
+        "SIP no match, in parts: rule lookups only {rules_only:.0} ns; with the flood bucket {flood_only:.0} ns; \
+         with the scanner search {scanner_only:.0} ns"
+    );
     pbxguard_lab::bench_json::record_all(&[
+        ("xdp_ns_per_packet.sip_rules_only.1", rules_only),
+        ("xdp_ns_per_packet.sip_flood_only.1", flood_only),
+        ("xdp_ns_per_packet.sip_scanner_only.1", scanner_only),
         ("xdp_ns_per_packet.allowlisted.1", allowlisted),
         ("xdp_ns_per_packet.geo_blocked.1", geo_blocked),
         ("xdp_ns_per_packet.protected_port.1", protected),

@@ -9,7 +9,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
 use ipnet::IpNet;
-use pbxguard_common::{FLAG_PORT_RULES, MAX_SIGNATURES, PortKey, Settings, Signature, maps};
+use pbxguard_common::{
+    FLAG_PORT_RULES, MAX_SIGNATURES, PortKey, ScannerPrefix, Settings, Signature, maps,
+};
 
 use super::{EnforceError, program::take};
 use crate::config::Config;
@@ -81,7 +83,28 @@ pub struct PerimeterMaps {
     sip_ports: HashMap<MapData, PortKey, u32>,
     settings: Array<MapData, Settings>,
     scanners: Array<MapData, Signature>,
+    scanner_prefixes: HashMap<MapData, ScannerPrefix, u32>,
     flags: Array<MapData, u32>,
+}
+
+/// Which signatures (bit per index) may match a User-Agent, by its first two folded bytes.
+pub fn scanner_prefixes(signatures: &[String]) -> std::collections::BTreeMap<ScannerPrefix, u32> {
+    let mut prefixes = std::collections::BTreeMap::new();
+    for (i, text) in signatures.iter().enumerate() {
+        let bytes = text.as_bytes();
+        let Some(&first) = bytes.first() else {
+            continue;
+        };
+        let seconds: Vec<u8> = match bytes.get(1) {
+            Some(&second) => vec![second | 0x20],
+            // A one-byte signature: any second byte.
+            None => (0..=u8::MAX).map(|b| b | 0x20).collect(),
+        };
+        for second in seconds {
+            *prefixes.entry([first | 0x20, second]).or_insert(0) |= 1 << i;
+        }
+    }
+    prefixes
 }
 
 /// LPM key of a trusted network for rule `rule`: rule id (big-endian) before the address.
@@ -130,6 +153,7 @@ impl PerimeterMaps {
             sip_ports: take(ebpf, maps::SIP_PORTS)?,
             settings: take(ebpf, maps::SETTINGS)?,
             scanners: take(ebpf, maps::SCANNERS)?,
+            scanner_prefixes: take(ebpf, maps::SCANNER_PREFIXES)?,
             flags: take(ebpf, maps::FLAGS)?,
         })
     }
@@ -212,11 +236,25 @@ impl PerimeterMaps {
         for key in stale {
             missing_ok(self.sip_ports.remove(&key))?;
         }
-        // Signatures, then the count that makes them live.
+        // Signatures, their prefixes, then the count that makes them live.
         let count = perimeter.signatures.len().min(MAX_SIGNATURES as usize);
-        for (i, text) in perimeter.signatures.iter().take(count).enumerate() {
+        let signatures = &perimeter.signatures[..count];
+        for (i, text) in signatures.iter().enumerate() {
             self.scanners
                 .set(i as u32, Signature::new(text.as_bytes()), 0)?;
+        }
+        let prefixes = scanner_prefixes(signatures);
+        for (prefix, candidates) in &prefixes {
+            self.scanner_prefixes.insert(prefix, candidates, 0)?;
+        }
+        let stale: Vec<ScannerPrefix> = self
+            .scanner_prefixes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !prefixes.contains_key(k))
+            .collect();
+        for key in stale {
+            missing_ok(self.scanner_prefixes.remove(&key))?;
         }
         let settings = Settings {
             signatures: count as u32,
@@ -227,5 +265,29 @@ impl PerimeterMaps {
             self.flags.set(0, flags, 0)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_name_the_signatures_a_user_agent_may_start_like() {
+        let signatures: Vec<String> = ["friendly-scanner", "SIPScan", "sipvicious", "x"]
+            .map(String::from)
+            .to_vec();
+        let prefixes = scanner_prefixes(&signatures);
+        assert_eq!(prefixes[b"fr"], 0b0001);
+        // Folded as the program folds the User-Agent: `SIPScan` and `sipvicious` share one.
+        assert_eq!(prefixes[b"si"], 0b0110);
+        // A one-byte signature under every folded second byte.
+        assert_eq!(prefixes[b"xy"], 0b1000);
+        assert_eq!(prefixes[b"x "], 0b1000);
+        assert_eq!(prefixes.keys().filter(|k| k[0] == b'x').count(), 128);
+        assert!(
+            !prefixes.contains_key(b"ye"),
+            "Yealink starts like no signature"
+        );
     }
 }
