@@ -167,7 +167,8 @@ pub const FLAG_PORT_RULES: u32 = 1;
 pub struct Bucket {
     /// Tokens in thousandths of a packet.
     pub milli_tokens: u64,
-    /// Boot-time ns of the last refill.
+    /// ns of the last refill: the coarse monotonic clock in the full program, boot time in
+    /// the one without the scanner rule.
     pub last_ns: u64,
     /// Over-limit packets so far.
     pub overruns: u64,

@@ -88,7 +88,7 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
             return Reason::Allowlisted;
         }
         if PBX_V6.get(&key).is_some() {
-            return pbx_trusted(packet);
+            return pbx_trusted::<SCANNER>(packet);
         }
         // SAFETY: the entry is read, not kept past this function.
         unsafe { BAN_EXACT_V6.get(source.addr) }.or_else(|| BAN_V6.get(&key))
@@ -98,7 +98,7 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
             return Reason::Allowlisted;
         }
         if PBX_V4.get(&key).is_some() {
-            return pbx_trusted(packet);
+            return pbx_trusted::<SCANNER>(packet);
         }
         let addr = source.v4();
         // SAFETY: as above.
@@ -133,7 +133,7 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
     }
     if rules::is_sip(t) {
         let settings = rules::settings();
-        if rules::flooding(&packet.source, t, &settings) {
+        if rules::flooding::<SCANNER>(&packet.source, t, &settings) {
             return Reason::Flood;
         }
         if SCANNER && rules::scanner(ctx, &packet.source, packet.ip, t, &settings) {
@@ -146,10 +146,10 @@ fn classify<const SCANNER: bool>(ctx: &XdpContext, packet: &Packet) -> Reason {
 /// A peer the PBX is configured to use: no ban, geo, port or scanner rule applies (a forged
 /// packet must not get it cut off), but a flood from it is still dropped.
 #[inline(always)]
-fn pbx_trusted(packet: &Packet) -> Reason {
+fn pbx_trusted<const SCANNER: bool>(packet: &Packet) -> Reason {
     if matches!(packet.upper, Upper::Ports) && rules::is_sip(&packet.transport) {
         let settings = rules::settings();
-        if rules::flooding(&packet.source, &packet.transport, &settings) {
+        if rules::flooding::<SCANNER>(&packet.source, &packet.transport, &settings) {
             return Reason::Flood;
         }
     }

@@ -5,7 +5,8 @@
 use aya_ebpf::{
     bindings::{bpf_sock, bpf_sock_tuple, xdp_md},
     helpers::{
-        bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_lookup_tcp, bpf_sk_release, bpf_xdp_load_bytes,
+        bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_loop, bpf_sk_lookup_tcp,
+        bpf_sk_release, bpf_xdp_load_bytes,
     },
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -161,15 +162,22 @@ fn emit(kind: u32, source: &Source, t: &Transport, detail: u16) {
     }
 }
 
-/// Token bucket per source: true when this packet is over the limit.
+/// Token bucket per source: true when this packet is over the limit. `COARSE`: read the
+/// coarse clock (tick resolution, enough for a bucket refilled per second, and far cheaper
+/// on every SIP packet); it needs Linux 5.11, so only the full program, which needs 5.18
+/// anyway, uses it.
 #[inline(always)]
-pub fn flooding(source: &Source, t: &Transport, s: &Settings) -> bool {
+pub fn flooding<const COARSE: bool>(source: &Source, t: &Transport, s: &Settings) -> bool {
     if s.flood_rate == 0 {
         return false;
     }
     let (key, _) = source_bytes(source);
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: plain helper calls.
+    let now = if COARSE {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        unsafe { bpf_ktime_get_boot_ns() }
+    };
     let capacity = (s.flood_burst.max(1) as u64) * 1000;
     let Some(bucket) = BUCKETS.get_ptr_mut(key) else {
         let fresh = Bucket {
