@@ -17,8 +17,8 @@
 //! at 1 ban. For scale: cold
 //! banned sources at 1,000,000 *CIDR* (/31) bans, which live in the LPM trie, and the
 //! machine's latency of one dependent load that misses the caches (a pointer chase over
-//! 256 MiB), the floor under any lookup in a table too big for them. Prints numbers; asserts
-//! nothing. Needs root.
+//! 256 MiB, and over 4 to 64 MiB to show where the caches end), the floor under any lookup
+//! in a table too big for them. Prints numbers; asserts nothing. Needs root.
 //!
 //! Usage: xdp_cost
 
@@ -325,5 +325,14 @@ fn main() -> anyhow::Result<()> {
         ("xdp_ns_per_packet_cold.banned_v4_lpm.1000000", cold_lpm),
         ("memory_latency_ns", latency),
     ]);
+    // Where the caches end: the same chase over smaller working sets. A million exact bans
+    // take at least 8 MiB (a 4-byte key and a 4-byte expiry each) in any table.
+    let mut by_size = Vec::new();
+    for mib in [4usize, 8, 16, 64] {
+        let ns = dependent_load_ns(mib << 20);
+        by_size.push(format!("{mib} MiB {ns:.0} ns"));
+        pbxguard_lab::bench_json::record_all(&[(&format!("memory_latency_ns_at_mib.{mib}"), ns)]);
+    }
+    println!("dependent load by working set: {}", by_size.join(", "));
     Ok(())
 }
