@@ -95,6 +95,10 @@ pub struct Matcher {
 /// Up to this many candidate rules are tried one by one rather than through `which`.
 const FEW_CANDIDATES: usize = 3;
 
+/// Literal hits looked at per line while listing the candidate rules; a line with more (a
+/// literal repeated by an attacker) goes through `which`, whose cost does not grow with them.
+const MAX_LITERAL_HITS: usize = 64;
+
 /// ESC starts the colour sequences Asterisk writes when its log has colour enabled.
 const ESC: u8 = 0x1b;
 
@@ -155,15 +159,20 @@ impl Literals {
         Ok(Some(Literals { automaton, owners }))
     }
 
-    /// Adds to `out` the rules owning a literal in `line`, stopping once it holds `enough`.
-    fn owners_in(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) {
+    /// Adds to `out` the rules owning a literal in `line`, stopping once it holds `enough`;
+    /// `false` when it stopped early because the line repeats literals over and over (an
+    /// attacker's line): then `out` may lack some.
+    fn owners_in(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) -> bool {
         let mut at = 0;
-        while out.len() < enough {
+        for _ in 0..MAX_LITERAL_HITS {
+            if out.len() >= enough {
+                return true;
+            }
             let Some(found) = self
                 .automaton
                 .find(aho_corasick::Input::new(line).range(at..))
             else {
-                return;
+                return true;
             };
             for &rule in &self.owners[found.pattern().as_usize()] {
                 if !out.contains(&rule) {
@@ -172,6 +181,7 @@ impl Literals {
             }
             at = found.start() + 1;
         }
+        false
     }
 }
 
@@ -286,8 +296,8 @@ impl Matcher {
             // a few bytes of its literal); otherwise one pass of `which` picks the first
             // matching rule.
             candidates.clear();
-            self.candidates(line, candidates, FEW_CANDIDATES + 1);
-            if candidates.len() <= FEW_CANDIDATES {
+            let listed = self.candidates(line, candidates, FEW_CANDIDATES + 1);
+            if listed && candidates.len() <= FEW_CANDIDATES {
                 candidates.sort_unstable();
                 return candidates
                     .iter()
@@ -311,11 +321,13 @@ impl Matcher {
         })
     }
 
-    /// Adds to `out` the rules owning a literal in `line`, up to `enough` of them.
-    fn candidates(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) {
-        for literals in [&self.exact, &self.folded].into_iter().flatten() {
-            literals.owners_in(line, out, enough);
-        }
+    /// Adds to `out` the rules owning a literal in `line`, up to `enough` of them; `false`
+    /// when the line holds too many literal hits to list them all.
+    fn candidates(&self, line: &[u8], out: &mut Vec<usize>, enough: usize) -> bool {
+        [&self.exact, &self.folded]
+            .into_iter()
+            .flatten()
+            .all(|literals| literals.owners_in(line, out, enough))
     }
 
     /// [`Matcher::find_with`] with a throw-away scratch buffer.
@@ -398,8 +410,8 @@ impl Matcher {
     /// Whether the prefilter lets rule `index` run on `line`.
     pub(crate) fn admits(&self, index: usize, line: &[u8]) -> bool {
         let mut candidates = Vec::new();
-        self.candidates(line, &mut candidates, usize::MAX);
-        self.always.contains(&index) || candidates.contains(&index)
+        let listed = self.candidates(line, &mut candidates, usize::MAX);
+        !listed || self.always.contains(&index) || candidates.contains(&index)
     }
 
     /// [`Matcher::find`] the slow way: `which` for every line the prefilter lets through.
@@ -632,6 +644,29 @@ mod tests {
             m.find(b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 999.0.2.6")
                 .is_none()
         );
+    }
+
+    /// A line repeating a literal more often than the candidate listing looks (an attacker
+    /// can write one) is still decided, by the DFA of every rule.
+    #[test]
+    fn lines_repeating_a_literal_are_still_decided() {
+        let m = Matcher::new(&[filter(
+            "a",
+            &[
+                ("one", r"(?:login failed from )+<HOST>"),
+                ("two", r"x <HOST>"),
+            ],
+        )])
+        .unwrap();
+        let mut line = b"login failed from ".repeat(MAX_LITERAL_HITS * 2);
+        line.extend_from_slice(b"192.0.2.3");
+        let hit = m.find(&line).unwrap();
+        assert_eq!(
+            (&*hit.rule, hit.ip.to_string().as_str()),
+            ("one", "192.0.2.3")
+        );
+        line.extend_from_slice(b" and more");
+        assert!(m.find(&line).is_none());
     }
 
     /// A line longer than the backtracker's memory bound is still matched (by the regex).
