@@ -131,6 +131,32 @@ fn trust_key(rule: u32, net: &IpNet) -> TrustKey {
     }
 }
 
+/// Makes the hash map hold exactly `want`: every entry written, then every other key removed
+/// (a packet meanwhile sees the old rules or the new ones, key by key).
+fn replace_all<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    want: impl IntoIterator<Item = (K, V)>,
+) -> Result<(), EnforceError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
+    let mut keys = HashSet::new();
+    for (key, value) in want {
+        map.insert(key, value, 0)?;
+        keys.insert(key);
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keys.contains(k))
+        .collect();
+    for key in stale {
+        missing_ok(map.remove(&key))?;
+    }
+    Ok(())
+}
+
 fn missing_ok(result: Result<(), aya::maps::MapError>) -> Result<(), EnforceError> {
     match result {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -193,18 +219,7 @@ impl PerimeterMaps {
                 ports.entry(*port).or_insert(rule as u32);
             }
         }
-        for (port, rule) in &ports {
-            self.protected.insert(port, rule, 0)?;
-        }
-        let stale: Vec<PortKey> = self
-            .protected
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !ports.contains_key(k))
-            .collect();
-        for key in stale {
-            missing_ok(self.protected.remove(&key))?;
-        }
+        replace_all(&mut self.protected, ports)?;
         let stale: Vec<Key<[u8; 8]>> = self
             .trusted_v4
             .keys()
@@ -223,19 +238,10 @@ impl PerimeterMaps {
         for key in stale {
             missing_ok(self.trusted_v6.remove(&key))?;
         }
-        // SIP ports.
-        for port in &perimeter.sip_ports {
-            self.sip_ports.insert(port, 1, 0)?;
-        }
-        let stale: Vec<PortKey> = self
-            .sip_ports
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !perimeter.sip_ports.contains(k))
-            .collect();
-        for key in stale {
-            missing_ok(self.sip_ports.remove(&key))?;
-        }
+        replace_all(
+            &mut self.sip_ports,
+            perimeter.sip_ports.iter().map(|port| (*port, 1)),
+        )?;
         // Signatures, their prefixes, then the count that makes them live.
         let count = perimeter.signatures.len().min(MAX_SIGNATURES as usize);
         let signatures = &perimeter.signatures[..count];
@@ -243,19 +249,7 @@ impl PerimeterMaps {
             self.scanners
                 .set(i as u32, Signature::new(text.as_bytes()), 0)?;
         }
-        let prefixes = scanner_prefixes(signatures);
-        for (prefix, candidates) in &prefixes {
-            self.scanner_prefixes.insert(prefix, candidates, 0)?;
-        }
-        let stale: Vec<ScannerPrefix> = self
-            .scanner_prefixes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !prefixes.contains_key(k))
-            .collect();
-        for key in stale {
-            missing_ok(self.scanner_prefixes.remove(&key))?;
-        }
+        replace_all(&mut self.scanner_prefixes, scanner_prefixes(signatures))?;
         let settings = Settings {
             signatures: count as u32,
             ..perimeter.settings
