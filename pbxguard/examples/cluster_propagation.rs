@@ -230,17 +230,25 @@ fn replay(binary: &str, hub: &Hub, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ban propagation between two nodes, and replay on join.
+#[derive(clap::Parser)]
+struct Args {
+    /// The pbxguard binary to run as the daemons.
+    binary: String,
+    /// How many bans to time from node A to node B.
+    #[arg(default_value_t = 1000)]
+    bans: usize,
+    /// How many bans a joining node replays from the stream.
+    #[arg(default_value_t = 100_000)]
+    replayed: usize,
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let binary = args
-        .next()
-        .expect("usage: cluster_propagation PBXGUARD_BINARY [BANS] [REPLAY]");
-    let bans: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1000);
-    let replayed: usize = args
-        .next()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let Args {
+        binary,
+        bans,
+        replayed,
+    } = clap::Parser::parse();
     let hub = Hub::new();
     let store = tempfile::Builder::new()
         .prefix("pbxguard-bench-nats-")

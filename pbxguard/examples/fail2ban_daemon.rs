@@ -14,6 +14,7 @@
 //!    per line, until it has gone quiet again.
 //!
 //! Usage: fail2ban_daemon PBXGUARD_BINARY [BANS] [LINES] [LINES_PER_SECOND] [--pbxguard-only]
+//! (`--help` lists them)
 //! (`--pbxguard-only`: skip fail2ban, to compare pbxguard builds quickly).
 
 use std::{
@@ -363,24 +364,33 @@ fn fail2ban(
     Ok((samples, cpu))
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let binary = args
-        .next()
-        .expect("usage: fail2ban_daemon PBXGUARD_BINARY [BANS] [LINES] [LINES_PER_SECOND]");
-    let bans: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(200);
-    let lines: usize = args
-        .next()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-    let rate: u64 = args
-        .next()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(20_000);
+/// pbxguard and fail2ban-server side by side.
+#[derive(clap::Parser)]
+struct Args {
+    /// The pbxguard binary to run as the daemon.
+    binary: String,
+    /// How many bans to time.
+    #[arg(default_value_t = 200)]
+    bans: usize,
+    /// How many benign lines to follow.
+    #[arg(default_value_t = 200_000)]
+    lines: usize,
+    /// Lines written per second.
+    #[arg(default_value_t = 20_000)]
+    rate: u64,
+    /// Skip fail2ban, to compare pbxguard builds quickly.
+    #[arg(long)]
+    pbxguard_only: bool,
+}
 
-    let pbxguard_only = args.next().as_deref() == Some("--pbxguard-only");
+fn main() -> anyhow::Result<()> {
+    let Args {
+        binary,
+        bans,
+        lines,
+        rate,
+        pbxguard_only,
+    } = clap::Parser::parse();
 
     let lab = Lab::named("pbxg-f2b");
     let dir = tempfile::Builder::new().prefix("pbxguard-f2b-").tempdir()?;

@@ -12,12 +12,18 @@ use std::{
 
 use pbxguard_lab::{INSIDE_IF, Lab};
 
+/// Time to ban, line appended -> entry in the XDP map.
+#[derive(clap::Parser)]
+struct Args {
+    /// The pbxguard binary to run as the daemon.
+    binary: String,
+    /// How many bans to time.
+    #[arg(default_value_t = 1000)]
+    bans: usize,
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let binary = args
-        .next()
-        .expect("usage: time_to_ban PBXGUARD_BINARY [BANS]");
-    let bans: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1000);
+    let Args { binary, bans } = clap::Parser::parse();
 
     let lab = Lab::named("pbxg-bench");
     let dir = tempfile::Builder::new()
