@@ -90,6 +90,17 @@ fn perimeter() -> anyhow::Result<Perimeter> {
     Ok(perimeter)
 }
 
+/// The program loaded, unpinned, with room for `max_bans` and the bench's perimeter.
+fn loaded(max_bans: u32, perimeter: &Perimeter) -> anyhow::Result<XdpProgram> {
+    let mut program = XdpProgram::load(&LoadOptions {
+        pin_dir: None,
+        max_bans,
+        ..Default::default()
+    })?;
+    program.set_perimeter(perimeter)?;
+    Ok(program)
+}
+
 /// ns per dependent load over `bytes` of memory visited in a random cycle (one cache line
 /// per step), so every load waits for the previous one: what a lookup that misses every
 /// cache pays per memory access on this machine.
@@ -158,13 +169,8 @@ fn v6_source(rng: &mut Rng) -> Ipv6Addr {
 
 fn main() -> anyhow::Result<()> {
     let counts = [1usize, 10_000, 100_000, 1_000_000];
-    let mut program = XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1_100_000,
-        ..Default::default()
-    })?;
     let perimeter = perimeter()?;
-    program.set_perimeter(&perimeter)?;
+    let mut program = loaded(1_100_000, &perimeter)?;
     let permanent = BanEntry { expires_boot_ns: 0 };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut banned4: Vec<Ipv4Addr> = Vec::new();
@@ -235,12 +241,7 @@ fn main() -> anyhow::Result<()> {
 
     // The other verdicts at one ban.
     drop(program);
-    let mut program = XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1024,
-        ..Default::default()
-    })?;
-    program.set_perimeter(&perimeter)?;
+    let mut program = loaded(1024, &perimeter)?;
     let protected = hot(&mut program, &Frame::ethernet().tcp4(stranger, PBX, 5038));
     // One run per frame, as a scanner's packet is dropped once and its source then banned
     // (a repeated one would also meet the flood bucket it filled).
@@ -300,12 +301,7 @@ fn main() -> anyhow::Result<()> {
 
     // For scale: the same cold run against 1,000,000 CIDR bans (the LPM trie), and the
     // memory latency under both.
-    let mut program = XdpProgram::load(&LoadOptions {
-        pin_dir: None,
-        max_bans: 1_100_000,
-        ..Default::default()
-    })?;
-    program.set_perimeter(&perimeter)?;
+    let mut program = loaded(1_100_000, &perimeter)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut cidrs = Vec::with_capacity(1_000_000);
     while cidrs.len() < 1_000_000 {

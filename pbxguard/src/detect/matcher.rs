@@ -128,23 +128,25 @@ impl Literals {
         if list.is_empty() {
             return Ok(None);
         }
-        let key = |l: &[u8]| {
-            if fold {
-                l.to_ascii_lowercase()
-            } else {
-                l.to_vec()
-            }
-        };
-        let owners = list
+        // Compared as the automaton compares them.
+        let keys: Vec<Vec<u8>> = list
             .iter()
-            .map(|(literal, _)| {
-                let mut owners: Vec<usize> = list
+            .map(|(l, _)| {
+                if fold {
+                    l.to_ascii_lowercase()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        let owners = keys
+            .iter()
+            .map(|a| {
+                let mut owners: Vec<usize> = keys
                     .iter()
-                    .filter(|(other, _)| {
-                        let (a, b) = (key(literal), key(other));
-                        a.starts_with(&b) || b.starts_with(&a)
-                    })
-                    .flat_map(|(_, rules)| rules.iter().copied())
+                    .zip(&list)
+                    .filter(|(b, _)| a.starts_with(b) || b.starts_with(a))
+                    .flat_map(|(_, (_, rules))| rules.iter().copied())
                     .collect();
                 owners.sort_unstable();
                 owners.dedup();
@@ -506,6 +508,16 @@ mod tests {
         }
     }
 
+    /// The rule and address `m` finds in `line`, as plain strings for the assertions.
+    fn hit(m: &Matcher, line: &[u8]) -> Option<(String, String)> {
+        m.find(line)
+            .map(|hit| (hit.rule.to_string(), hit.ip.to_string()))
+    }
+
+    fn pair(rule: &str, ip: &str) -> Option<(String, String)> {
+        Some((rule.into(), ip.into()))
+    }
+
     #[test]
     fn finds_the_rule_and_the_address() {
         let m = Matcher::new(&[
@@ -591,19 +603,19 @@ mod tests {
             filter("b", &[("early-literal", r"login failed <HOST> from .*")]),
         ])
         .unwrap();
-        let hit = m
-            .find(b"login failed 192.0.2.8 from 192.0.2.7 after login failed")
-            .unwrap();
         assert_eq!(
-            (&*hit.rule, hit.ip.to_string().as_str()),
-            ("late-literal", "192.0.2.7")
+            hit(
+                &m,
+                b"login failed 192.0.2.8 from 192.0.2.7 after login failed"
+            ),
+            pair("late-literal", "192.0.2.7")
         );
-        let hit = m
-            .find(b"login failed 192.0.2.8 from 999.0.2.7 after login failed")
-            .unwrap();
         assert_eq!(
-            (&*hit.rule, hit.ip.to_string().as_str()),
-            ("early-literal", "192.0.2.8")
+            hit(
+                &m,
+                b"login failed 192.0.2.8 from 999.0.2.7 after login failed"
+            ),
+            pair("early-literal", "192.0.2.8")
         );
         assert!(
             m.find(b"login failed 999.0.2.8 from 999.0.2.7 after login failed")
@@ -626,19 +638,19 @@ mod tests {
             ],
         )])
         .unwrap();
-        let hit = m
-            .find(b"zeta alpha beta gamma delta epsilon at 192.0.2.5 on 192.0.2.6")
-            .unwrap();
         assert_eq!(
-            (&*hit.rule, hit.ip.to_string().as_str()),
-            ("four", "192.0.2.5")
+            hit(
+                &m,
+                b"zeta alpha beta gamma delta epsilon at 192.0.2.5 on 192.0.2.6"
+            ),
+            pair("four", "192.0.2.5")
         );
-        let hit = m
-            .find(b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 192.0.2.6")
-            .unwrap();
         assert_eq!(
-            (&*hit.rule, hit.ip.to_string().as_str()),
-            ("five", "192.0.2.6")
+            hit(
+                &m,
+                b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 192.0.2.6"
+            ),
+            pair("five", "192.0.2.6")
         );
         assert!(
             m.find(b"zeta alpha beta gamma delta epsilon at 999.0.2.5 on 999.0.2.6")
@@ -660,11 +672,7 @@ mod tests {
         .unwrap();
         let mut line = b"login failed from ".repeat(MAX_LITERAL_HITS * 2);
         line.extend_from_slice(b"192.0.2.3");
-        let hit = m.find(&line).unwrap();
-        assert_eq!(
-            (&*hit.rule, hit.ip.to_string().as_str()),
-            ("one", "192.0.2.3")
-        );
+        assert_eq!(hit(&m, &line), pair("one", "192.0.2.3"));
         line.extend_from_slice(b" and more");
         assert!(m.find(&line).is_none());
     }
